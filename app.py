@@ -1,0 +1,69 @@
+"""Weightscope home: what the app shows, where the data came from, presets, the current run."""
+
+import streamlit as st
+
+from core import settings as S
+from core import state
+
+page = state.setup_page("Home", "Weightscope")
+ds = page.ds
+
+st.title("Weightscope")
+st.markdown(
+    "Why do the weight images of a logistic regression trained on Fashion-MNIST look like "
+    "clothes after one gradient step and like noise after many? Each page shows one step of "
+    "the answer with live numbers:\n"
+    "1. **First step**: from zero weights, one step adds every image of a class and subtracts "
+    "the others, so each weight image is an exact contrast of class-mean images.\n"
+    "2. **Trajectory**: typical examples are soon predicted well and stop pulling; later "
+    "updates come from hard, atypical examples, and the images get harder to read.\n"
+    "3. **Overfitting**: the noise is overfitting; L2, L1 and early stopping remove it.\n"
+    "4. **Hardest examples**: the examples that still carry loss, and what each pulls on."
+)
+
+cols = st.columns(4)
+for col, (target, label) in zip(cols, [
+    ("pages/1_First_step.py", "First step"), ("pages/2_Trajectory.py", "Trajectory"),
+    ("pages/3_Overfitting.py", "Overfitting and regularization"),
+    ("pages/4_Hardest_examples.py", "Hardest examples"),
+]):
+    col.page_link(target, label=label, icon="➡️")
+
+st.subheader("Presets")
+st.caption("Each preset is a link: open it, bookmark it, or send it to a colleague.")
+for preset in S.PRESETS:
+    if preset.settings.dataset not in state.available_datasets():
+        continue
+    url = S.link(preset.page, preset.settings, ds.fingerprint)
+    st.markdown(f"[**{preset.title}**]({url}): {preset.blurb}")
+
+st.subheader("The current run")
+run = page.run(label="the current settings")
+state.show_run_status(run)
+final = run.iterations_done
+test_acc = run.snapshot_history["test_acc"][-1]
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Test accuracy", f"{test_acc:.3f}", help="Official test split, final weights.")
+c2.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}")
+c3.metric("Gradient steps", f"{final:,}")
+c4.metric("Training time", f"{run.seconds:.1f} s")
+scale = state.pick_scale(ds.image_shape)
+st.markdown(f"**Weight images after step 1 and after step {final:,}** (each row on its own scale)")
+state.weight_images(run.weights(1), col_labels=ds.class_names, row_labels=["step 1"],
+                    scale=scale, legend=False)
+state.weight_images(run.weights(final), col_labels=ds.class_names,
+                    row_labels=[f"step {final:,}"], scale=scale)
+st.caption(
+    f"Learning rate {run.learning_rate:.4g} "
+    f"({'auto = 1/L' if run.config.learning_rate == 'auto' else 'fixed'}); smoothness "
+    f"L = {run.lipschitz:.4g}, stability limit 2/L = {run.stability_limit:.4g}."
+)
+
+st.subheader("Data")
+st.markdown(
+    f"{ds.source}  \n"
+    f"{len(ds.y_train):,} training images (of which "
+    f"{len(run.val_indices):,} are held out for validation and never trained on), "
+    f"{len(ds.y_test):,} test images of {ds.image_shape[0]} x {ds.image_shape[1]} pixels, "
+    f"{ds.n_classes} classes. Fingerprint `{ds.fingerprint}`."
+)

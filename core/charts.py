@@ -1,0 +1,105 @@
+"""Altair charts built from runs: curves against iteration on a log axis.
+
+Every chart has axis titles with units, tooltips on its points, and an optional
+vertical rule at the iteration selected on the page. Iteration 0 (zero
+weights) cannot sit on a log axis and is left out of every chart.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from core.trainer import Run
+
+#: Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+def log_grid(iterations: int, points: int = 300) -> np.ndarray:
+    """About ``points`` log-spaced integer iterations in [1, T], always with T."""
+    if iterations < 1:
+        return np.zeros(0, dtype=np.int64)
+    grid = np.unique(np.round(np.logspace(0, np.log10(iterations), points)).astype(np.int64))
+    return np.union1d(grid, [iterations])
+
+
+def frame(series: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Long-form frame (iteration, value, series) from ``{name: (iterations, values)}``.
+
+    Non-finite values and iteration 0 are dropped.
+    """
+    parts = []
+    for name, (its, vals) in series.items():
+        its, vals = np.asarray(its), np.asarray(vals, dtype=np.float64)
+        keep = (its >= 1) & np.isfinite(vals)
+        parts.append(pd.DataFrame({"iteration": its[keep], "value": vals[keep], "series": name}))
+    if not parts:
+        return pd.DataFrame({"iteration": [], "value": [], "series": []})
+    return pd.concat(parts, ignore_index=True)
+
+
+def curves(
+    data: pd.DataFrame,
+    *,
+    y_title: str,
+    selected: int | None = None,
+    log_y: bool = False,
+    height: int = 220,
+    title: str | None = None,
+    order: Sequence[str] | None = None,
+    y_format: str = ".3g",
+) -> alt.LayerChart:
+    """Lines of ``data`` (from :func:`frame`) against iteration on a log axis."""
+    order = list(order) if order is not None else list(dict.fromkeys(data["series"]))
+    color = alt.Color("series:N", title=None, sort=order,
+                      scale=alt.Scale(domain=order, range=PALETTE[: len(order)]),
+                      legend=alt.Legend(orient="bottom"))
+    x = alt.X("iteration:Q", title="gradient step (log scale)",
+              scale=alt.Scale(type="log"), axis=alt.Axis(format="~s"))
+    y = alt.Y("value:Q", title=y_title,
+              scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False))
+    tooltip = [alt.Tooltip("series:N", title="series"),
+               alt.Tooltip("iteration:Q", title="step", format=","),
+               alt.Tooltip("value:Q", title=y_title, format=y_format)]
+    base = alt.Chart(data)
+    lines = base.mark_line(strokeWidth=2).encode(x=x, y=y, color=color)
+    hover = alt.selection_point(fields=["iteration"], nearest=True, on="pointerover",
+                                empty=False, clear="pointerout")
+    points = base.mark_point(size=40, filled=True).encode(
+        x=x, y=y, color=color, tooltip=tooltip,
+        opacity=alt.condition(hover, alt.value(1.0), alt.value(0.0)),
+    ).add_params(hover)
+    layers = [lines, points]
+    if selected is not None and selected >= 1:
+        rule = alt.Chart(pd.DataFrame({"iteration": [selected]})).mark_rule(
+            color="#777777", strokeDash=[4, 3]).encode(
+            x="iteration:Q", tooltip=[alt.Tooltip("iteration:Q", title="selected step", format=",")])
+        layers.append(rule)
+    chart = alt.layer(*layers).properties(height=height)
+    if title:
+        chart = chart.properties(title=title)
+    return chart
+
+
+def loss_series(run: Run, label: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Train loss (log grid of every iteration) and validation loss (snapshots)."""
+    grid = log_grid(run.iterations_done)
+    pre = f"{label} " if label else ""
+    return {
+        f"{pre}train": (grid, run.history["train_loss"][grid]),
+        f"{pre}validation": (run.snapshot_iterations, run.snapshot_history["val_loss"]),
+    }
+
+
+def accuracy_series(run: Run, label: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Train accuracy (log grid) and validation accuracy (snapshots)."""
+    grid = log_grid(run.iterations_done)
+    pre = f"{label} " if label else ""
+    return {
+        f"{pre}train": (grid, run.history["train_acc"][grid]),
+        f"{pre}validation": (run.snapshot_iterations, run.snapshot_history["val_acc"]),
+    }

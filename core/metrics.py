@@ -1,0 +1,201 @@
+"""Numbers that describe weight images and examples over training.
+
+All functions take plain arrays; :func:`trajectory_metrics` evaluates them at
+every stored snapshot of a :class:`core.trainer.Run`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Mean image of each class, (K, d) in float64, from images ``x`` (n, d).
+
+    A class with no images gets a zero image.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
+    sums = np.zeros((n_classes, x.shape[1]))
+    np.add.at(sums, y, x)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    return sums / np.maximum(counts, 1.0)[:, None]
+
+
+def first_step_closed_form(
+    x: np.ndarray, y: np.ndarray, n_classes: int, learning_rate: float, model: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (K, d) and bias (K,) after one gradient step from zero, in closed form.
+
+    With mean loss over n examples and step ``a``:
+
+    - softmax: ``W_k = a ((n_k / n) mu_k - mu / K)``, ``b_k = a (n_k / n - 1 / K)``
+    - ovr:     ``W_k = (a / n) (1/2) (sum over class k - sum over the others)``,
+      ``b_k = (a / n) (1/2) (n_k - (n - n_k))``
+
+    where ``mu_k`` is the mean image of class k and ``mu`` the mean of all n.
+    Computed in float64.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
+    n, K = len(y), n_classes
+    counts = np.bincount(y, minlength=K).astype(np.float64)
+    sums = np.zeros((K, x.shape[1]))
+    np.add.at(sums, y, x)
+    total = x.sum(axis=0)
+    if model == "softmax":
+        W = learning_rate * (sums / n - total / (n * K))
+        b = learning_rate * (counts / n - 1.0 / K)
+    elif model == "ovr":
+        W = (learning_rate / n) * 0.5 * (sums - (total - sums))
+        b = (learning_rate / n) * 0.5 * (counts - (n - counts))
+    else:
+        raise ValueError(f"Unknown model {model!r}; expected 'softmax' or 'ovr'.")
+    return W, b
+
+
+def similarity(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each image with its reference, (K,).
+
+    ``images`` and ``reference`` are (K, ...) with the same shape. A constant
+    image has no defined correlation and gets 0.
+    """
+    a = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    a = a - a.mean(axis=1, keepdims=True)
+    r = r - r.mean(axis=1, keepdims=True)
+    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(r, axis=1)
+    num = np.einsum("ij,ij->i", a, r)
+    return np.divide(num, denom, out=np.zeros_like(num), where=denom > 0)
+
+
+def roughness(images: np.ndarray) -> np.ndarray:
+    """Normalised total variation of each image, (K,).
+
+    ``sum |horizontal differences| + sum |vertical differences|`` divided by
+    ``sum |pixel|``: about 0.5 for a smooth clothing silhouette on 28 x 28,
+    growing as neighbouring pixels disagree. An all-zero image gets 0.
+    ``images`` is (K, H, W).
+    """
+    w = np.asarray(images, dtype=np.float64)
+    tv = np.abs(np.diff(w, axis=1)).sum(axis=(1, 2)) + np.abs(np.diff(w, axis=2)).sum(axis=(1, 2))
+    l1 = np.abs(w).sum(axis=(1, 2))
+    return np.divide(tv, l1, out=np.zeros_like(tv), where=l1 > 0)
+
+
+def gradient_concentration(norms: np.ndarray, top: float = 0.1) -> float:
+    """Share of the summed per-example gradient norm carried by the top ``top`` fraction.
+
+    ``norms`` (n,) are ``||p_i - e_{y_i}|| ||x_i||``. Equal norms give ``top``;
+    a gradient driven by a few hard examples gives a value near 1.
+    """
+    norms = np.asarray(norms, dtype=np.float64)
+    total = norms.sum()
+    if total <= 0:
+        return float("nan")
+    k = max(1, int(round(top * len(norms))))
+    return float(np.partition(norms, len(norms) - k)[-k:].sum() / total)
+
+
+def top_gradient_examples(norms: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest per-example gradient norms, largest first."""
+    k = min(k, len(norms))
+    idx = np.argpartition(-norms, k - 1)[:k]
+    return idx[np.argsort(-norms[idx], kind="stable")]
+
+
+def typical_examples(x: np.ndarray, template: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` images of ``x`` (m, ...) most correlated with ``template``."""
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    ref = np.broadcast_to(np.asarray(template, dtype=np.float64).reshape(1, -1), flat.shape)
+    corr = similarity(flat, ref)
+    return top_gradient_examples(corr, k)
+
+
+def trajectory_metrics(run) -> dict[str, np.ndarray]:
+    """Per-snapshot metrics of a run.
+
+    Returns
+    -------
+    dict
+        ``iteration`` (S,); per class (S, K): ``similarity`` to the iteration-1
+        image, ``roughness``, ``class_range`` (max - min of the class image);
+        averaged over classes (S,): ``similarity_mean``, ``roughness_mean``;
+        ``coef_range`` (S,) over all classes; ``concentration`` (S,): share of the
+        gradient norm carried by the top 10 % of training examples.
+    """
+    its = run.snapshot_iterations
+    ref_t = 1 if len(its) > 1 and its[1] == 1 else int(its[-1])
+    reference = run.weights(ref_t)
+    sim, rough, crange, conc = [], [], [], []
+    for t in its:
+        w = run.weights(int(t))
+        sim.append(similarity(w, reference))
+        rough.append(roughness(w))
+        flat = w.reshape(len(w), -1)
+        crange.append(flat.max(axis=1) - flat.min(axis=1))
+        conc.append(gradient_concentration(run.grad_norms(int(t))))
+    sim, rough = np.array(sim), np.array(rough)
+    if its[0] == 0:
+        # Zero weights have no shape: similarity and roughness are undefined there.
+        sim[0], rough[0] = np.nan, np.nan
+    return {
+        "iteration": its.copy(),
+        "similarity": sim,
+        "roughness": rough,
+        "class_range": np.array(crange),
+        "similarity_mean": sim.mean(axis=1),
+        "roughness_mean": rough.mean(axis=1),
+        "coef_range": run.snapshot_history["coef_range"].copy(),
+        "concentration": np.array(conc),
+    }
+
+
+def template_correlation(x: np.ndarray, y: np.ndarray, templates: np.ndarray) -> np.ndarray:
+    """Correlation (n,) of each image of ``x`` (n, d) with the template of its own class.
+
+    ``templates`` (K, d) are typically the step-1 weight images: a high value
+    marks a typical member of its class, a low one an atypical member.
+    """
+    flat = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
+    return similarity(flat, np.asarray(templates, dtype=np.float64).reshape(len(templates), -1)[y])
+
+
+def gradient_typicality(run, typicality: np.ndarray) -> np.ndarray:
+    """Gradient-weighted mean typicality of the training examples at every snapshot, (S,).
+
+    ``sum_i g_i c_i / sum_i g_i`` with ``g_i`` the per-example gradient norm and
+    ``c_i`` the example's :func:`template_correlation`. It falls when the
+    examples still pulling on the weights are the atypical ones.
+    """
+    out = np.full(len(run.snapshot_iterations), np.nan)
+    for s, t in enumerate(run.snapshot_iterations):
+        g = run.grad_norms(int(t)).astype(np.float64)
+        total = g.sum()
+        if total > 0:
+            out[s] = float(g @ typicality / total)
+    return out
+
+
+def example_probabilities(weights: np.ndarray, bias: np.ndarray, x: np.ndarray,
+                          model: str) -> np.ndarray:
+    """Class probabilities (m, K) of images ``x`` (m, d) under ``weights`` (K, d), ``bias`` (K,).
+
+    Softmax probabilities, or the per-class sigmoids of one-vs-rest.
+    """
+    z = np.asarray(x, dtype=np.float64).reshape(len(x), -1) @ \
+        np.asarray(weights, dtype=np.float64).reshape(len(bias), -1).T + bias
+    if model == "softmax":
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def example_gradient_image(p: np.ndarray, label: int, image: np.ndarray) -> np.ndarray:
+    """The descent contribution ``-(p - e_y) x`` of one example to every class image, (K, d).
+
+    Row ``y`` is ``(1 - p_y) x`` (pulls the true class towards the image), every
+    other row ``-p_k x`` (pushes the classes it is confused with away).
+    """
+    residual = np.asarray(p, dtype=np.float64).copy()
+    residual[label] -= 1.0
+    return -residual[:, None] * np.asarray(image, dtype=np.float64).reshape(1, -1)

@@ -1,0 +1,210 @@
+"""Weight images and example thumbnails as PIL images.
+
+Weight images use a diverging orange-white-purple map (ColorBrewer's PuOr
+anchors, safe for the common colour-vision deficiencies) centred on zero with
+one symmetric scale per grid; each tile sits on a mid-grey frame so the light
+centre of the map reads on light and dark themes alike. Pixels are enlarged by
+nearest-neighbour repetition, never smoothed.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# ColorBrewer PuOr, 11 classes, from most negative (purple) to most positive (orange).
+_ANCHORS = np.array([
+    (0x2d, 0x00, 0x4b), (0x54, 0x27, 0x88), (0x80, 0x73, 0xac), (0xb2, 0xab, 0xd2),
+    (0xd8, 0xda, 0xeb), (0xf7, 0xf7, 0xf7), (0xfe, 0xe0, 0xb6), (0xfd, 0xb8, 0x63),
+    (0xe0, 0x82, 0x14), (0xb3, 0x58, 0x06), (0x7f, 0x3b, 0x08),
+], dtype=np.float64)
+_LUT = np.stack([
+    np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c])
+    for c in range(3)
+], axis=1).round().astype(np.uint8)
+
+FRAME = (128, 128, 128)
+BACKGROUND = (255, 255, 255)
+TEXT = (20, 20, 20)
+
+
+def symmetric_limit(values: np.ndarray) -> float:
+    """The scale ``vmax`` for a grid: the largest absolute finite value (1 if none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = np.abs(v[np.isfinite(v)])
+    top = float(v.max()) if v.size else 0.0
+    return top if top > 0 else 1.0
+
+
+def diverging_rgb(values: np.ndarray, vmax: float) -> np.ndarray:
+    """Map values in [-vmax, vmax] to RGB uint8 (..., 3); zero is the light centre.
+
+    Non-finite values are drawn as the centre colour, so no NaN reaches a picture.
+    """
+    v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=vmax, neginf=-vmax)
+    idx = np.clip(np.round((v / vmax + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return _LUT[idx]
+
+
+def gray_rgb(images: np.ndarray) -> np.ndarray:
+    """uint8 grayscale images (..., H, W) as RGB (..., H, W, 3): dark ink on white paper."""
+    g = 255 - np.asarray(images, dtype=np.uint8)
+    return np.repeat(g[..., None], 3, axis=-1)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def tile_grid(
+    tiles: np.ndarray,
+    *,
+    scale: int = 4,
+    col_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    gap: int = 4,
+    font_size: int = 12,
+) -> Image.Image:
+    """Lay out RGB tiles (R, C, h, w, 3) as one picture with optional labels.
+
+    Each tile is enlarged ``scale`` times by pixel repetition and framed in grey.
+    """
+    tiles = np.asarray(tiles, dtype=np.uint8)
+    R, C, h, w, _ = tiles.shape
+    big = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
+    th, tw = h * scale + 2, w * scale + 2  # one-pixel frame
+    font = _font(font_size)
+    label_h = font_size + 6 if col_labels else 0
+    label_w = 0
+    if row_labels:
+        label_w = max(int(font.getlength(str(s))) for s in row_labels) + 8
+    width = label_w + C * (tw + gap) + gap
+    height = label_h + R * (th + gap) + gap
+    canvas = np.empty((height, width, 3), dtype=np.uint8)
+    canvas[:] = BACKGROUND
+    for r in range(R):
+        for c in range(C):
+            y0 = label_h + gap + r * (th + gap)
+            x0 = label_w + gap + c * (tw + gap)
+            canvas[y0:y0 + th, x0:x0 + tw] = FRAME
+            canvas[y0 + 1:y0 + th - 1, x0 + 1:x0 + tw - 1] = big[r, c]
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    for c, text in enumerate(col_labels or ()):
+        x0 = label_w + gap + c * (tw + gap)
+        text = _fit(str(text), font, tw)
+        draw.text((x0 + (tw - font.getlength(text)) / 2, 2), text, fill=TEXT, font=font)
+    for r, text in enumerate(row_labels or ()):
+        y0 = label_h + gap + r * (th + gap)
+        draw.text((2, y0 + th / 2 - font_size / 2), str(text), fill=TEXT, font=font)
+    return img
+
+
+def _fit(text: str, font, width: int) -> str:
+    """Shorten ``text`` with an ellipsis until it fits in ``width`` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while len(text) > 1 and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def weight_grid(
+    images: np.ndarray,
+    *,
+    vmax: float | None = None,
+    scale: int = 4,
+    col_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+) -> Image.Image:
+    """Weight images (K, H, W) as one row, or (R, K, H, W) as rows, on one symmetric scale."""
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim == 3:
+        images = images[None]
+    vmax = symmetric_limit(images) if vmax is None else vmax
+    return tile_grid(diverging_rgb(images, vmax), scale=scale,
+                     col_labels=col_labels, row_labels=row_labels)
+
+
+def thumbnail_grid(
+    images: np.ndarray,
+    *,
+    ncols: int = 10,
+    scale: int = 3,
+    labels: Sequence[str] | None = None,
+) -> Image.Image:
+    """uint8 grayscale images (m, H, W) in rows of ``ncols``, optional caption per image."""
+    images = np.asarray(images, dtype=np.uint8)
+    m, h, w = images.shape
+    rows = max(1, -(-m // ncols))
+    padded = np.zeros((rows * ncols, h, w), dtype=np.uint8)
+    padded[:m] = images
+    rgb = gray_rgb(padded).reshape(rows, ncols, h, w, 3)
+    if m < rows * ncols:
+        rgb.reshape(-1, h, w, 3)[m:] = BACKGROUND
+    return tile_grid(rgb, scale=scale, col_labels=None, row_labels=None) if labels is None else \
+        _captioned(rgb, labels, scale)
+
+
+def _captioned(rgb: np.ndarray, labels: Sequence[str], scale: int) -> Image.Image:
+    """Thumbnails (R, C, h, w, 3) with one caption line under each."""
+    R, C = rgb.shape[:2]
+    font_size = 11
+    grid = tile_grid(rgb, scale=scale)
+    th = rgb.shape[2] * scale + 2
+    tw = rgb.shape[3] * scale + 2
+    gap = 4
+    row_h = th + gap + font_size + 4
+    out = Image.new("RGB", (grid.width, R * row_h + gap), BACKGROUND)
+    font = _font(font_size)
+    draw = ImageDraw.Draw(out)
+    for r in range(R):
+        strip = grid.crop((0, gap + r * (th + gap), grid.width, gap + r * (th + gap) + th))
+        out.paste(strip, (0, gap + r * row_h))
+        for c in range(C):
+            i = r * C + c
+            if i >= len(labels):
+                break
+            text = _fit(str(labels[i]), font, tw + gap)
+            x0 = gap + c * (tw + gap)
+            draw.text((x0 + (tw - font.getlength(text)) / 2, gap + r * row_h + th + 2),
+                      text, fill=TEXT, font=font)
+    return out
+
+
+def colorbar(vmax: float, *, width: int = 240, height: int = 14, font_size: int = 11) -> Image.Image:
+    """Legend for :func:`weight_grid`: the colour ramp from -vmax to +vmax with tick labels."""
+    ramp = diverging_rgb(np.linspace(-vmax, vmax, width)[None, :].repeat(height, axis=0), vmax)
+    font = _font(font_size)
+    img = Image.new("RGB", (width + 40, height + font_size + 8), BACKGROUND)
+    img.paste(Image.fromarray(ramp), (20, 0))
+    draw = ImageDraw.Draw(img)
+    for value, x in ((-vmax, 20), (0.0, 20 + width / 2), (vmax, 20 + width)):
+        text = f"{value:+.3g}" if value else "0"
+        draw.text((x - font.getlength(text) / 2, height + 3), text, fill=TEXT, font=font)
+    return img
+
+
+def to_png(img: Image.Image) -> bytes:
+    """PNG bytes of a PIL image (lossless, unlike Streamlit's JPEG default)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def animated_gif(frames: Sequence[Image.Image], *, duration_ms: int = 300) -> bytes:
+    """An endlessly looping GIF of equally sized frames; the last frame is held longer."""
+    frames = [f.convert("RGB") for f in frames]
+    if not frames:
+        raise ValueError("An animation needs at least one frame.")
+    durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 4]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=durations, loop=0, optimize=False, disposal=1)
+    return buf.getvalue()

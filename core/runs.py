@@ -1,0 +1,275 @@
+"""A process-wide store of finished runs: one training per (data, config).
+
+Sessions ask :meth:`RunStore.request` for a run. A run held in memory or on
+disk comes back at once; otherwise one background job trains it and every
+session asking for the same key waits on that same job, so a config is trained
+once however many sessions want it. Finished runs are kept in memory up to a
+byte budget (least recently used evicted first) and on disk as ``.npz`` files
+read with ``allow_pickle=False``, so a restart of the server finds them again.
+This module knows nothing of Streamlit; :mod:`core.state` draws the progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from core.data import Dataset
+from core.trainer import Run, TrainConfig, TrainingCancelled, _Records, train
+
+#: Bumped whenever the trainer's numbers or the stored layout change, so that
+#: runs cached by an older version are never served.
+FORMAT_VERSION = 1
+
+
+def run_key(fingerprint: str, cfg: TrainConfig) -> str:
+    """Stable 20-hex-digit key of a run: data fingerprint, config and format version."""
+    payload = json.dumps(
+        {"v": FORMAT_VERSION, "data": fingerprint, "cfg": dataclasses.asdict(cfg)},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+class Job:
+    """One training run in a background thread, watched by any number of sessions."""
+
+    def __init__(self, key: str, ds: Dataset, cfg: TrainConfig):
+        self.key, self.cfg = key, cfg
+        self.done_steps, self.total_steps = 0, int(cfg.iterations)
+        self.started = time.monotonic()
+        self.run: Run | None = None
+        self.error: BaseException | None = None
+        self.cancelled = threading.Event()
+        self.finished = threading.Event()
+        self._ds = ds
+
+    def _progress(self, done: int, total: int) -> None:
+        self.done_steps, self.total_steps = done, total
+        if self.cancelled.is_set():
+            raise TrainingCancelled(f"Training {self.key} was cancelled.")
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, extrapolated from the rate so far (None before any step)."""
+        if self.done_steps <= 0:
+            return None
+        rate = self.done_steps / max(self.elapsed, 1e-9)
+        return max(self.total_steps - self.done_steps, 0) / rate
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.finished.wait(timeout)
+
+
+class RunStore:
+    """Finished runs in memory (LRU under a byte budget) and on disk, plus running jobs.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Memory budget for finished runs held in memory.
+    disk_dir : path or None
+        Folder for ``.npz`` copies of finished runs; None keeps runs in memory only.
+    max_jobs : int
+        Training jobs allowed at once; further jobs wait for a free slot.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30, disk_dir: Path | None = None, max_jobs: int = 1):
+        self.max_bytes = int(max_bytes)
+        self.disk_dir = Path(disk_dir) if disk_dir else None
+        self._memory: OrderedDict[str, Run] = OrderedDict()
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(max_jobs)
+        self.trainings = 0  # how many trainings were started (for tests and the benchmark)
+
+    # -- finished runs -------------------------------------------------------
+    def cached(self, ds: Dataset, cfg: TrainConfig) -> Run | None:
+        """The finished run for ``cfg`` from memory or disk, or None."""
+        key = run_key(ds.fingerprint, cfg)
+        with self._lock:
+            run = self._memory.get(key)
+            if run is not None:
+                self._memory.move_to_end(key)
+                return run
+        run = self._load(key, ds, cfg)
+        if run is not None:
+            self._remember(key, run)
+        return run
+
+    @property
+    def memory_bytes(self) -> int:
+        with self._lock:
+            return sum(r.nbytes for r in self._memory.values())
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def _remember(self, key: str, run: Run) -> None:
+        with self._lock:
+            self._memory[key] = run
+            self._memory.move_to_end(key)
+            total = sum(r.nbytes for r in self._memory.values())
+            while total > self.max_bytes and len(self._memory) > 1:
+                _, old = self._memory.popitem(last=False)
+                total -= old.nbytes
+
+    # -- jobs --------------------------------------------------------------------
+    def request(self, ds: Dataset, cfg: TrainConfig) -> Run | Job:
+        """The finished run if there is one, else the (possibly shared) job training it."""
+        run = self.cached(ds, cfg)
+        if run is not None:
+            return run
+        key = run_key(ds.fingerprint, cfg)
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and not job.cancelled.is_set():
+                return job
+            run = self._memory.get(key)
+            if run is not None:
+                return run
+            job = Job(key, ds, cfg)
+            self._jobs[key] = job
+            self.trainings += 1
+        threading.Thread(target=self._work, args=(job,), name=f"train-{key}", daemon=True).start()
+        return job
+
+    def get(self, ds: Dataset, cfg: TrainConfig) -> Run:
+        """Blocking variant of :meth:`request` (for scripts and tests)."""
+        got = self.request(ds, cfg)
+        if isinstance(got, Run):
+            return got
+        got.wait()
+        if got.error is not None:
+            raise got.error
+        return got.run
+
+    def _work(self, job: Job) -> None:
+        try:
+            with self._slots:
+                if job.cancelled.is_set():
+                    raise TrainingCancelled(f"Training {job.key} was cancelled before it started.")
+                job.started = time.monotonic()
+                run = train(job._ds, job.cfg, progress=job._progress)
+            self._remember(job.key, run)
+            self._save(job.key, run)
+            job.run = run
+        except BaseException as exc:  # handed to every waiting session
+            job.error = exc
+        finally:
+            job._ds = None
+            with self._lock:
+                if self._jobs.get(job.key) is job:
+                    del self._jobs[job.key]
+            job.finished.set()
+
+    # -- disk ---------------------------------------------------------------------
+    def _path(self, key: str) -> Path | None:
+        return None if self.disk_dir is None else self.disk_dir / f"run-{key}.npz"
+
+    def _save(self, key: str, run: Run) -> None:
+        path = self._path(key)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            arrays = run_to_arrays(run)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        except OSError:
+            # A full or read-only disk costs only the restart cache, never the run.
+            try:
+                os.unlink(tmp)
+            except (OSError, UnboundLocalError):
+                pass
+
+    def _load(self, key: str, ds: Dataset, cfg: TrainConfig) -> Run | None:
+        path = self._path(key)
+        if path is None or not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                run = run_from_arrays({k: z[k] for k in z.files}, ds, cfg)
+        except (OSError, ValueError, KeyError):
+            # A damaged cache file is dropped and the run trained again.
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            return None
+        return run
+
+
+_SCALARS = ("learning_rate", "lipschitz", "iterations_done", "diverged", "seconds")
+
+
+def run_to_arrays(run: Run) -> dict[str, np.ndarray]:
+    """Every array and scalar of a run as a flat dict of numpy arrays (no objects)."""
+    out = {
+        "meta": np.array(json.dumps({
+            "config": dataclasses.asdict(run.config),
+            "fingerprint": run.fingerprint,
+            "stop_reason": run.stop_reason,
+            "format": FORMAT_VERSION,
+        })),
+        "train_indices": run.train_indices, "val_indices": run.val_indices,
+        "snapshot_iterations": run.snapshot_iterations,
+        "learned_at": run.learned_at, "forgetting_events": run.forgetting_events,
+        "weights": run._weights, "biases": run._biases, "grad_norms": run._grad_norms,
+    }
+    for name in _SCALARS:
+        out[name] = np.array(getattr(run, name))
+    for k, v in run.history.items():
+        out[f"history/{k}"] = v
+    for k, v in run.snapshot_history.items():
+        out[f"snap/{k}"] = v
+    for split, rec in run._records.items():
+        out[f"rec/{split}/loss"] = rec.loss
+        out[f"rec/{split}/p_true"] = rec.p_true
+        out[f"rec/{split}/pred"] = rec.pred
+    return out
+
+
+def run_from_arrays(arrays: dict[str, np.ndarray], ds: Dataset, cfg: TrainConfig) -> Run:
+    """Inverse of :func:`run_to_arrays`; checks that the file belongs to ``ds`` and ``cfg``."""
+    meta = json.loads(str(arrays["meta"]))
+    if meta.get("format") != FORMAT_VERSION or meta.get("fingerprint") != ds.fingerprint \
+            or meta.get("config") != dataclasses.asdict(cfg):
+        raise ValueError("cached run belongs to other data, settings or format")
+    records = {}
+    for split in ("train", "val", "test"):
+        records[split] = _Records(arrays[f"rec/{split}/loss"], arrays[f"rec/{split}/p_true"],
+                                  arrays[f"rec/{split}/pred"])
+    return Run(
+        config=cfg, fingerprint=ds.fingerprint, image_shape=tuple(ds.image_shape),
+        class_names=tuple(ds.class_names),
+        train_indices=arrays["train_indices"], val_indices=arrays["val_indices"],
+        learning_rate=float(arrays["learning_rate"]), lipschitz=float(arrays["lipschitz"]),
+        iterations_done=int(arrays["iterations_done"]),
+        history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")},
+        snapshot_iterations=arrays["snapshot_iterations"],
+        snapshot_history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("snap/")},
+        learned_at=arrays["learned_at"], forgetting_events=arrays["forgetting_events"],
+        diverged=bool(arrays["diverged"]), stop_reason=meta["stop_reason"],
+        seconds=float(arrays["seconds"]),
+        _weights=arrays["weights"], _biases=arrays["biases"], _grad_norms=arrays["grad_norms"],
+        _records=records,
+    )

@@ -1,0 +1,390 @@
+"""The one place in ``core`` that touches Streamlit.
+
+Every page starts with :func:`setup_page`. Streamlit runs in its old multipage
+mode here (the ``pages/`` folder), where widget values do not survive a page
+switch and query parameters are cleared on page change, and a deep link runs
+the page file without ``app.py``. So the shared settings live in
+``st.session_state["ws_settings"]``, the sidebar widgets are re-seeded from it
+on each page, and the URL is rewritten from it on every run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core import render
+from core import settings as S
+from core.data import Dataset, load_dataset, user_cache_dir
+from core.runs import Job, RunStore
+from core.trainer import Run, TrainConfig, TrainingCancelled, validation_size
+
+SETTINGS_KEY = "ws_settings"
+WRITTEN_KEY = "ws_params_written"
+
+
+@st.cache_resource(show_spinner="Loading the data set…")
+def dataset(name: str) -> Dataset:
+    """The data set, loaded once per process and shared read-only by all sessions."""
+    return load_dataset(name)
+
+
+@st.cache_resource
+def run_store() -> RunStore:
+    """The process-wide store of finished and running trainings."""
+    budget_mb = _env_int("WEIGHTSCOPE_CACHE_MB", 1024)
+    disk = os.environ.get("WEIGHTSCOPE_RUN_CACHE")
+    disk_dir = None if disk == "off" else Path(disk) if disk else user_cache_dir() / "runs"
+    return RunStore(max_bytes=budget_mb << 20, disk_dir=disk_dir,
+                    max_jobs=_env_int("WEIGHTSCOPE_MAX_JOBS", 1))
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+def available_datasets() -> dict[str, str]:
+    """Selectable data sets: Fashion-MNIST only where it was really found."""
+    fashion = dataset("fashion-mnist")
+    out = dict(S.DATASETS)
+    if fashion.is_fallback:
+        out.pop("fashion-mnist")
+    return out
+
+
+@dataclass
+class Page:
+    """What :func:`setup_page` hands a page: data, settings, and its view state in the URL."""
+
+    name: str
+    ds: Dataset
+    settings: S.Settings
+    view: dict[str, str] = field(default_factory=dict)
+    adopted: bool = False  # this run took its state from the URL (a deep link)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.settings.config()
+
+    def view_value(self, key: str, default):
+        """This page's view value ``key`` from the URL or the session, else ``default``."""
+        return self.view.get(key, default)
+
+    def view_key(self, name: str, default, choices=None, cast=int) -> str:
+        """Widget key for view value ``name``, seeded from the URL or session.
+
+        A value that does not parse with ``cast`` or is not in ``choices`` is
+        replaced by ``default`` with a notice.
+        """
+        key = f"ws_v/{self.name}/{name}"
+        ss = st.session_state
+        if self.adopted or key not in ss:
+            raw = self.view.get(name)
+            value = default
+            if raw is not None:
+                try:
+                    value = cast(raw)
+                    if choices is not None and value not in choices:
+                        raise ValueError("not one of the choices here")
+                except (ValueError, TypeError):
+                    st.warning(f"Ignored {name}={raw[:40]!r} in the link; using "
+                               f"{S.format_number(default)}.", icon="⚠️")
+                    value = default
+            ss[key] = value
+        return key
+
+    def set_view(self, **values) -> None:
+        """Record view values (e.g. ``t=500``) in the session and the URL."""
+        for k, v in values.items():
+            if v is None:
+                self.view.pop(k, None)
+            else:
+                self.view[k] = S.format_number(v) if not isinstance(v, str) else v
+        st.session_state[f"ws_view/{self.name}"] = dict(self.view)
+        _write_url(self)
+
+    def link(self, page: str | None = None, **view) -> str:
+        return S.link(page or self.name, self.settings, self.ds.fingerprint, **view)
+
+    def run(self, config: TrainConfig | None = None, *, label: str = "") -> Run:
+        """The finished run for ``config`` (default: the sidebar's), training it if needed.
+
+        Stops the page with a message when the run cannot be had.
+        """
+        return get_run(self.ds, config or self.config, label=label)
+
+
+def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
+    """Page config, shared settings (URL or session), sidebar, data; returns the :class:`Page`.
+
+    ``view_keys`` are the URL parameters that hold this page's own view state.
+    """
+    st.set_page_config(page_title=f"{title} · Weightscope", page_icon="🧥", layout="wide")
+    params = {k: st.query_params.get(k) for k in st.query_params.keys()}
+    ss = st.session_state
+    base = ss.get(SETTINGS_KEY, S.DEFAULT)
+    adopt = S.has_settings(params) and params != ss.get(WRITTEN_KEY)
+    notices: list[str] = []
+    if adopt:
+        # A deep link, or the user edited the address: the URL wins over the session.
+        settings, notices = S.from_params(params, S.DEFAULT)
+        view = {k: params[k] for k in view_keys if k in params}
+        _seed_widgets(settings, force=True)
+    else:
+        settings = base
+        view = dict(ss.get(f"ws_view/{name}", {}))
+        _seed_widgets(settings, force=False)
+    for notice in notices:
+        st.warning(notice, icon="⚠️")
+
+    choices = available_datasets()
+    if settings.dataset not in choices:
+        if adopt and "ds" in params:
+            st.warning(
+                f"This link asks for {S.DATASETS.get(settings.dataset, settings.dataset)}, which "
+                "is not available on this server; showing the bundled digits instead. "
+                "Install it with `apt-get install dataset-fashion-mnist` (see the README).",
+                icon="⚠️")
+        settings = settings.replace(dataset=next(iter(choices)))
+        st.session_state["ws_w_dataset"] = settings.dataset
+    ds = dataset(settings.dataset)
+    if adopt and "data" in params and params["data"] != ds.fingerprint[:8]:
+        if not ss.get("ws_accept_data"):
+            st.error(
+                f"This link was made on data with fingerprint `{params['data']}`, but "
+                f"{S.DATASETS[settings.dataset]} here has fingerprint `{ds.fingerprint[:8]}`: "
+                "its numbers would not match what the link shows. Get the same data, or "
+                "continue with the data available here.")
+            if st.button("Continue with the data here"):
+                ss["ws_accept_data"] = True
+                st.rerun()
+            st.stop()
+    settings = _sidebar(settings, ds)
+    ss[SETTINGS_KEY] = settings
+    page = Page(name=name, ds=ds, settings=settings, view=view, adopted=adopt)
+    ss[f"ws_view/{name}"] = dict(view)
+    _write_url(page)
+    if ds.is_fallback or ds.name == "digits":
+        st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {ds.source}", icon="ℹ️")
+    return page
+
+
+def _write_url(page: Page) -> None:
+    params = S.to_params(page.settings, page.ds.fingerprint)
+    params.update(page.view)
+    current = {k: st.query_params.get(k) for k in st.query_params.keys()}
+    if current != params:
+        st.query_params.from_dict(params)
+    st.session_state[WRITTEN_KEY] = params
+
+
+_WIDGETS = ("dataset", "model", "n_train", "iterations", "learning_rate", "l2", "l1", "seed")
+
+
+def _seed_widgets(settings: S.Settings, force: bool) -> None:
+    """Put ``settings`` into the sidebar widgets' state (missing ones, or all if ``force``)."""
+    ss = st.session_state
+    for name in _WIDGETS:
+        key = f"ws_w_{name}"
+        if force or key not in ss:
+            value = getattr(settings, name)
+            if name == "learning_rate":
+                value = S.format_number(value)
+            elif name in ("l2", "l1"):
+                value = float(value)
+            ss[key] = value
+
+
+def _sidebar(settings: S.Settings, ds: Dataset) -> S.Settings:
+    """Draw the shared settings; return the valid ones (invalid input keeps the last good value)."""
+    sb = st.sidebar
+    sb.header("Training settings")
+    choices = available_datasets()
+    dataset_name = sb.selectbox("Data set", list(choices), format_func=choices.get,
+                                key="ws_w_dataset")
+    if dataset_name != ds.name and dataset_name in choices:
+        ds = dataset(dataset_name)
+    model = sb.radio("Model", ["softmax", "ovr"], key="ws_w_model", horizontal=True,
+                     format_func={"softmax": "softmax", "ovr": "one-vs-rest"}.get,
+                     help="Softmax: multinomial logistic regression. One-vs-rest: one sigmoid "
+                          "per class, the model of the answer's derivation.")
+    available = len(ds.y_train) - validation_size(ds, 10_000)
+    values = dict(dataset=dataset_name, model=model)
+
+    n_train = sb.number_input(
+        "Training images", min_value=1, step=100, key="ws_w_n_train",
+        help=f"Stratified sample of the {available:,} training images outside the validation "
+             "hold-out.")
+    if not ds.n_classes <= n_train <= available:
+        sb.error(f"Training images must be between {ds.n_classes} (one per class) and "
+                 f"{available:,}; keeping {settings.n_train:,}.")
+        n_train = min(max(settings.n_train, ds.n_classes), available)
+    values["n_train"] = int(n_train)
+
+    iterations = sb.number_input("Gradient steps", min_value=1, max_value=S.MAX_ITERATIONS,
+                                 step=1000, key="ws_w_iterations")
+    cap = S.max_work()
+    if iterations * values["n_train"] > cap:
+        sb.error(
+            f"{iterations:,} steps x {values['n_train']:,} images is over this server's cap of "
+            f"{cap:,} image-steps per run (set WEIGHTSCOPE_MAX_WORK to change it); keeping "
+            f"{settings.iterations:,} steps.")
+        iterations = settings.iterations if settings.iterations * values["n_train"] <= cap \
+            else max(1, cap // values["n_train"])
+    values["iterations"] = int(iterations)
+
+    lr_text = sb.text_input("Learning rate", key="ws_w_learning_rate",
+                            help='"auto" = 1/L, the largest step that never increases the loss.')
+    try:
+        values["learning_rate"] = S.parse_learning_rate(lr_text)
+    except ValueError as exc:
+        sb.error(f'Learning rate {lr_text!r} is {exc}: type "auto" or a number such as 0.01; '
+                 f"keeping {S.format_number(settings.learning_rate)}.")
+        values["learning_rate"] = settings.learning_rate
+    values["l2"] = float(sb.number_input("L2 penalty", min_value=0.0, step=0.001, format="%g",
+                                         key="ws_w_l2"))
+    values["l1"] = float(sb.number_input("L1 penalty", min_value=0.0, step=0.0001, format="%g",
+                                         key="ws_w_l1"))
+    values["seed"] = int(sb.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1,
+                                         key="ws_w_seed"))
+    return S.Settings(**values)
+
+
+def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "") -> Run:
+    """The run for ``cfg``: from the store at once, or trained with progress and a cancel button."""
+    problems = cfg.problems(ds)
+    if problems:
+        st.error("These settings cannot be trained: " + " ".join(problems.values()))
+        st.stop()
+    store = run_store()
+    got = store.request(ds, cfg)
+    if isinstance(got, Run):
+        return got
+    job: Job = got
+    box = st.empty()
+    with box.container():
+        bar = st.progress(0.0, text=f"Training {label}…")
+        # A click reruns the script; the rerun finds the button pressed and cancels.
+        if st.button("Cancel training", key=f"ws_cancel_{job.key}"):
+            job.cancel()
+    while not job.wait(0.25):
+        done, total = job.done_steps, max(job.total_steps, 1)
+        eta = job.eta
+        left = f", about {eta:,.0f} s left" if eta is not None else ""
+        bar.progress(min(done / total, 1.0),
+                     text=f"Training {label}: {done:,} of {total:,} steps, "
+                          f"{job.elapsed:,.0f} s{left}")
+    box.empty()
+    if isinstance(job.error, TrainingCancelled):
+        st.info("Training was cancelled. Change a setting, or press Retry to train it again.")
+        st.button("Retry")
+        st.stop()
+    if job.error is not None:
+        st.error(f"Training failed: {job.error}")
+        st.stop()
+    return job.run
+
+
+def show_run_status(run: Run) -> None:
+    """A warning when the run stopped early (divergence), with the reason."""
+    if run.diverged:
+        st.error(run.stop_reason, icon="🚨")
+
+
+# -- drawing helpers shared by the pages ------------------------------------------
+
+
+def weight_images(
+    images: np.ndarray,
+    *,
+    col_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    vmax: float | None = None,
+    scale: int = 4,
+    caption: str | None = None,
+    legend: bool = True,
+) -> float:
+    """Show weight images (K, H, W) or (R, K, H, W) as one PNG on one symmetric scale.
+
+    Returns the scale used, so a caller can put two grids on the same one.
+    """
+    vmax = render.symmetric_limit(images) if vmax is None else vmax
+    img = render.weight_grid(images, vmax=vmax, scale=scale,
+                             col_labels=col_labels, row_labels=row_labels)
+    st.image(render.to_png(img), caption=caption, output_format="PNG")
+    if legend:
+        st.image(render.to_png(render.colorbar(vmax)), output_format="PNG",
+                 caption="weight: purple negative, white zero, orange positive")
+    return vmax
+
+
+def thumbnails(images: np.ndarray, labels: Sequence[str] | None = None, *,
+               ncols: int = 10, scale: int = 3, caption: str | None = None) -> None:
+    """Show uint8 grayscale images (m, H, W) as a captioned PNG grid."""
+    if len(images) == 0:
+        st.caption("No examples.")
+        return
+    img = render.thumbnail_grid(images, ncols=ncols, scale=scale, labels=labels)
+    st.image(render.to_png(img), caption=caption, output_format="PNG")
+
+
+def pick_scale(image_shape: tuple[int, int], target: int = 84) -> int:
+    """Enlargement that makes a tile about ``target`` pixels wide (28 x 28 -> 3, 8 x 8 -> 10)."""
+    return max(1, int(round(target / max(image_shape))))
+
+
+def one_two_five(last: int) -> list[int]:
+    """1, 2, 5, 10, 20, 50, ... up to ``last``, and ``last`` itself."""
+    out, decade = [], 1
+    while decade <= last:
+        out += [m * decade for m in (1, 2, 5) if m * decade <= last]
+        decade *= 10
+    return out + ([last] if last not in out and last >= 1 else [])
+
+
+def _run_key(run: Run) -> str:
+    from core.runs import run_key
+    return run_key(run.fingerprint, run.config)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _trajectory(key: str, _run: Run, _ds: Dataset) -> dict[str, np.ndarray]:
+    from core import metrics
+    out = metrics.trajectory_metrics(_run)
+    x = _ds.x_train[_run.train_indices].reshape(len(_run.train_indices), -1) / 255.0
+    y = _ds.y_train[_run.train_indices]
+    one = _run.nearest_snapshot(1)
+    out["example_typicality"] = metrics.template_correlation(x, y, _run.weights(one))
+    out["typicality"] = metrics.gradient_typicality(_run, out["example_typicality"])
+    return out
+
+
+def trajectory(run: Run, ds: Dataset) -> dict[str, np.ndarray]:
+    """Per-snapshot metrics of ``run`` (see :func:`core.metrics.trajectory_metrics`) plus
+    ``example_typicality`` (n,) and ``typicality`` (S,); computed once per run."""
+    return _trajectory(_run_key(run), run, ds)
+
+
+@st.cache_data(max_entries=16, show_spinner="Drawing the animation…")
+def _evolution_gif(key: str, _run: Run, scale: int) -> bytes:
+    frames = []
+    names = list(_run.class_names)
+    for t in _run.snapshot_iterations:
+        if t < 1:
+            continue
+        frames.append(render.weight_grid(_run.weights(int(t)), scale=scale, col_labels=names,
+                                         row_labels=[f"step {int(t):>6,}"]))
+    return render.animated_gif(frames, duration_ms=120)
+
+
+def evolution_gif(run: Run) -> bytes:
+    """Animated GIF of all class images over every stored snapshot (cached per run)."""
+    return _evolution_gif(_run_key(run), run, pick_scale(run.image_shape, 56))

@@ -1,0 +1,585 @@
+"""Full-batch gradient descent for multinomial and one-vs-rest logistic regression.
+
+Shapes, stated once: ``n`` training images of ``d = H * W`` pixels scaled to
+[0, 1], ``K`` classes. ``X`` is (n, d), labels ``y`` are (n,), the weights
+``W`` are (K, d) and the bias ``b`` is (K,). Logits are ``Z = X W^T + b``.
+
+Objective (mean over the n examples, intercept never penalised)::
+
+    F(W, b) = (1/n) sum_i loss_i(W, b) + (l2 / 2) ||W||_F^2 + l1 ||W||_1
+
+    softmax: loss_i = -log p_{i, y_i},        p_i = softmax(z_i)
+    ovr:     loss_i = sum_k BCE(sigmoid(z_ik), [y_i == k])
+
+Both share one gradient form, ``G = (P - Y) / n`` with ``P`` the
+probabilities (softmax or per-class sigmoid) and ``Y`` one-hot labels::
+
+    grad_W = G^T X + l2 W,    grad_b = sum_i G_i
+
+Update from ``W = 0, b = 0`` with step ``a``::
+
+    W <- prox_{a l1}(W - a grad_W),   b <- b - a grad_b
+
+where ``prox`` is soft-thresholding (the identity when l1 = 0). The loss is
+L-smooth with ``L = c * lambda_max([X 1]^T [X 1] / n) + l2``, ``c = 1/2`` for
+softmax and ``1/4`` for one-vs-rest, so ``learning_rate="auto"`` takes
+``a = 1/L``, under which the objective never increases; steps beyond ``2/L``
+can diverge.
+
+Iteration ``t`` means the weights after ``t`` updates. Everything recorded at
+iteration ``t`` (loss, accuracy, per-example numbers) is measured at those
+weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Callable
+
+import numpy as np
+
+from core.data import Dataset, stratified_split, stratified_subset
+
+MODELS = ("softmax", "ovr")
+DTYPES = ("float32", "float64")
+#: Loss above this multiple of its starting value counts as divergence.
+DIVERGENCE_FACTOR = 10.0
+#: Seed of the validation hold-out: fixed, so every run of a data set is
+#: judged on the same validation images whatever its own seed.
+VALIDATION_SEED = 12345
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run (together with the data's fingerprint).
+
+    Parameters
+    ----------
+    model : {"softmax", "ovr"}
+        Multinomial logistic regression, or one sigmoid per class as in the
+        answer's derivation.
+    n_train : int
+        Training images, a stratified sample of the training split that remains
+        after the validation hold-out.
+    iterations : int
+        Gradient steps T.
+    learning_rate : float or "auto"
+        Step size; "auto" is 1/L (see the module docstring).
+    l2, l1 : float
+        Penalty strengths (intercept unpenalised).
+    seed : int
+        Seed of the training subset.
+    dtype : {"float32", "float64"}
+        Arithmetic precision.
+    n_val : int
+        Validation hold-out size, at most a fifth of the training split.
+    """
+
+    model: str = "softmax"
+    n_train: int = 1000
+    iterations: int = 3000
+    learning_rate: float | str = "auto"
+    l2: float = 0.0
+    l1: float = 0.0
+    seed: int = 0
+    dtype: str = "float32"
+    n_val: int = 10_000
+
+    def problems(self, ds: Dataset | None = None) -> dict[str, str]:
+        """Return ``{field: message}`` for every invalid setting (empty if valid)."""
+        out: dict[str, str] = {}
+        if self.model not in MODELS:
+            out["model"] = f"Model must be one of {', '.join(MODELS)}, not {self.model!r}."
+        if self.dtype not in DTYPES:
+            out["dtype"] = f"Precision must be one of {', '.join(DTYPES)}, not {self.dtype!r}."
+        if not _is_int(self.iterations) or self.iterations < 1:
+            out["iterations"] = "Iterations must be a whole number of at least 1."
+        if not _is_int(self.seed) or self.seed < 0:
+            out["seed"] = "Seed must be a whole number of at least 0."
+        if self.learning_rate != "auto" and not (
+            _is_number(self.learning_rate) and 0 < self.learning_rate < math.inf
+        ):
+            out["learning_rate"] = 'Learning rate must be a positive number or "auto".'
+        for name in ("l2", "l1"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 <= value < math.inf):
+                out[name] = f"{name.upper()} must be a number of at least 0."
+        if not _is_int(self.n_val) or self.n_val < 0:
+            out["n_val"] = "Validation size must be a whole number of at least 0."
+        if not _is_int(self.n_train):
+            out["n_train"] = "Training-set size must be a whole number."
+        elif ds is not None and "n_val" not in out:
+            available = len(ds.y_train) - validation_size(ds, self.n_val)
+            if self.n_train > available:
+                out["n_train"] = (
+                    f"Training-set size {self.n_train:,} is larger than the {available:,} "
+                    "training images left after the validation hold-out."
+                )
+            elif self.n_train < ds.n_classes:
+                out["n_train"] = (
+                    f"Training-set size must be at least the number of classes ({ds.n_classes})."
+                )
+        elif self.n_train < 2:
+            out["n_train"] = "Training-set size must be at least 2."
+        return out
+
+    def replace(self, **changes) -> "TrainConfig":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return TrainConfig(**values)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def validation_size(ds: Dataset, n_val: int) -> int:
+    """Validation images actually held out: ``n_val``, capped at a fifth of the split."""
+    return int(min(n_val, len(ds.y_train) // 5))
+
+
+def snapshot_schedule(iterations: int, n_log: int = 60) -> np.ndarray:
+    """Iterations at which a run stores weights and per-example records.
+
+    0, the 1-2-5 sequence up to T, ``n_log`` log-spaced points in [1, T] and T
+    itself (every iteration when T is small). Sorted, unique, int64.
+    """
+    T = int(iterations)
+    if T <= n_log:
+        return np.arange(T + 1, dtype=np.int64)
+    points = {0, T}
+    decade = 1
+    while decade <= T:
+        points.update(m * decade for m in (1, 2, 5) if m * decade <= T)
+        decade *= 10
+    points.update(np.unique(np.round(np.logspace(0, math.log10(T), n_log))).astype(int).tolist())
+    return np.array(sorted(points), dtype=np.int64)
+
+
+def smoothness(x: np.ndarray, model: str, l2: float = 0.0) -> float:
+    """Smoothness constant L of the objective on design ``x`` (n, d), bias included.
+
+    ``c * lambda_max([x 1]^T [x 1] / n) + l2`` with ``c`` = 1/2 (softmax) or 1/4
+    (one-vs-rest). Computed from the smaller of the two Gram matrices.
+    """
+    n = x.shape[0]
+    xb = np.hstack([x, np.ones((n, 1), dtype=x.dtype)])
+    gram = xb.T @ xb if xb.shape[1] <= n else xb @ xb.T
+    lam = float(np.linalg.eigvalsh(gram.astype(np.float64))[-1]) / n
+    return (0.5 if model == "softmax" else 0.25) * lam + float(l2)
+
+
+@dataclass
+class _Records:
+    """Per-snapshot arrays of one split, filled as training goes."""
+
+    loss: np.ndarray      # (S, m) per-example loss
+    p_true: np.ndarray    # (S, m) probability of the true class
+    pred: np.ndarray      # (S, m) predicted class
+
+
+@dataclass
+class Run:
+    """A finished training run: history, snapshots and per-example records.
+
+    Attributes
+    ----------
+    config : TrainConfig
+    fingerprint : str
+        Fingerprint of the data set it was trained on.
+    train_indices, val_indices : ndarray of int64
+        Indices into ``ds.x_train`` of the training subset and the validation hold-out.
+    learning_rate, lipschitz : float
+        Step used and the smoothness constant L (stability limit ``2 / L``).
+    iterations_done : int
+        Last iteration reached (``< config.iterations`` when the run diverged).
+    history : dict of ndarray
+        ``train_loss``, ``train_acc``, ``objective``: (iterations_done + 1,) at every iteration.
+    snapshot_iterations : ndarray (S,)
+    snapshot_history : dict of ndarray
+        ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``, ``weight_norm``,
+        ``coef_range``: (S,) at every snapshot.
+    learned_at : ndarray (n,)
+        First iteration from which each training example stays correctly
+        classified to the end, or -1 if it is wrong at the end.
+    forgetting_events : ndarray (n,)
+        How often each training example went from correct to wrong (counted at
+        every iteration from 1 on).
+    diverged : bool
+    stop_reason : str
+    seconds : float
+        Training time.
+    """
+
+    config: TrainConfig
+    fingerprint: str
+    image_shape: tuple[int, int]
+    class_names: tuple[str, ...]
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+    learning_rate: float
+    lipschitz: float
+    iterations_done: int
+    history: dict[str, np.ndarray]
+    snapshot_iterations: np.ndarray
+    snapshot_history: dict[str, np.ndarray]
+    learned_at: np.ndarray
+    forgetting_events: np.ndarray
+    diverged: bool
+    stop_reason: str
+    seconds: float
+    _weights: np.ndarray = field(repr=False)          # (S, K, d)
+    _biases: np.ndarray = field(repr=False)           # (S, K)
+    _grad_norms: np.ndarray = field(repr=False)       # (S, n)
+    _records: dict[str, _Records] = field(repr=False)
+
+    @property
+    def stability_limit(self) -> float:
+        return 2.0 / self.lipschitz
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def _slot(self, t: int) -> int:
+        slot = int(np.searchsorted(self.snapshot_iterations, t))
+        if slot >= len(self.snapshot_iterations) or self.snapshot_iterations[slot] != t:
+            raise KeyError(
+                f"Iteration {t} is not a stored snapshot; stored ones are "
+                f"{self.snapshot_iterations[:5].tolist()}...{self.snapshot_iterations[-1]}."
+            )
+        return slot
+
+    def nearest_snapshot(self, t: int) -> int:
+        """The stored snapshot iteration closest to ``t`` (on a log scale)."""
+        its = self.snapshot_iterations
+        key = np.abs(np.log1p(its) - math.log1p(max(t, 0)))
+        return int(its[int(np.argmin(key))])
+
+    def weights(self, t: int) -> np.ndarray:
+        """Weight images (K, H, W) at snapshot iteration ``t``."""
+        return self._weights[self._slot(t)].reshape(-1, *self.image_shape)
+
+    def bias(self, t: int) -> np.ndarray:
+        """Bias (K,) at snapshot iteration ``t``."""
+        return self._biases[self._slot(t)]
+
+    def example_losses(self, t: int, split: str = "train") -> np.ndarray:
+        """Per-example loss (m,) at snapshot ``t``: the example's term of the objective."""
+        return self._records[split].loss[self._slot(t)]
+
+    def p_true(self, t: int, split: str = "train") -> np.ndarray:
+        """Predicted probability of the true class (m,) at snapshot ``t``."""
+        return self._records[split].p_true[self._slot(t)]
+
+    def predictions(self, t: int, split: str = "train") -> np.ndarray:
+        """Predicted class (m,) at snapshot ``t`` (argmax of the logits)."""
+        return self._records[split].pred[self._slot(t)].astype(np.int64)
+
+    def grad_norms(self, t: int) -> np.ndarray:
+        """Per-example gradient norm ``||p_i - e_{y_i}|| ||x_i||`` (n,) at snapshot ``t``."""
+        return self._grad_norms[self._slot(t)]
+
+    def example_loss_curve(self, i: int, split: str = "train") -> np.ndarray:
+        """Loss of example ``i`` at every snapshot (S,)."""
+        return self._records[split].loss[:, i]
+
+    def best_iteration(self) -> int:
+        """Snapshot iteration with the lowest validation loss (early stopping)."""
+        val = self.snapshot_history["val_loss"]
+        if not np.isfinite(val).any():
+            return int(self.snapshot_iterations[-1])
+        return int(self.snapshot_iterations[int(np.nanargmin(val))])
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self._weights, self._biases, self._grad_norms, self.learned_at,
+                  self.forgetting_events, self.train_indices, self.val_indices]
+        arrays += list(self.history.values()) + list(self.snapshot_history.values())
+        for rec in self._records.values():
+            arrays += [rec.loss, rec.p_true, rec.pred]
+        return int(sum(a.nbytes for a in arrays))
+
+
+_EXP_FLOOR = {"f": -80.0, "d": -700.0}
+
+
+class _Forward:
+    """One forward pass of a model: per-example loss, probabilities, predictions.
+
+    ``logits`` (m, K) is overwritten.
+    """
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def __call__(self, logits: np.ndarray, y: np.ndarray, rows: np.ndarray):
+        if self.model == "softmax":
+            pred = logits.argmax(axis=1)
+            logits -= logits.max(axis=1, keepdims=True)
+            z_true = logits[rows, y]
+            # exp of very negative logits gives subnormal floats, which make the next
+            # matrix product about ten times slower; probabilities below e^-80 (float32)
+            # or e^-700 (float64) are raised to that floor, a change far below rounding.
+            np.maximum(logits, _EXP_FLOOR[logits.dtype.char], out=logits)
+            np.exp(logits, out=logits)
+            total = logits.sum(axis=1)
+            loss = np.log(total) - z_true
+            logits /= total[:, None]
+            return loss, logits, pred
+        pred = logits.argmax(axis=1)
+        # BCE summed over classes: softplus(z) - [k == y] z, written stably.
+        z_true = logits[rows, y].copy()
+        loss = np.logaddexp(0.0, logits).sum(axis=1) - z_true
+        # sigmoid(z) = exp(-softplus(-z)), finite for every z; floored like softmax.
+        probs = np.exp(np.maximum(-np.logaddexp(0.0, -logits), _EXP_FLOOR[logits.dtype.char]),
+                       out=logits)
+        return loss, probs, pred
+
+
+def _gradient(probs, X, y, rows, W, l2):
+    """Gradient of the smooth part from the probabilities (overwritten with G)."""
+    # probs becomes G = (P - Y) / n in place: the gradient needs nothing else.
+    probs[rows, y] -= 1.0
+    probs *= probs.dtype.type(1.0 / len(y))
+    grad_W = probs.T @ X
+    if l2:
+        grad_W += W.dtype.type(l2) * W
+    return grad_W, probs.sum(axis=0)
+
+
+def objective_and_gradient(
+    X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, model: str,
+    l2: float = 0.0, l1: float = 0.0,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Objective F(W, b) and the gradient of its smooth part, as the trainer computes them.
+
+    Parameters
+    ----------
+    X : (n, d) design, y : (n,) labels, W : (K, d), b : (K,)
+
+    Returns
+    -------
+    objective : float
+        Mean loss + (l2/2)||W||^2 + l1 ||W||_1.
+    grad_W : (K, d), grad_b : (K,)
+        Gradient of mean loss + (l2/2)||W||^2 (the L1 term is handled by the prox step).
+    """
+    rows = np.arange(len(y))
+    loss_i, probs, _ = _Forward(model)(X @ W.T + b, y, rows)
+    objective = float(loss_i.mean()) + 0.5 * l2 * float(np.vdot(W, W)) + l1 * float(np.abs(W).sum())
+    grad_W, grad_b = _gradient(probs, X, y, rows, W, l2)
+    return objective, grad_W, grad_b
+
+
+class TrainingCancelled(Exception):
+    """Raised by a progress callback to stop a run early; nothing is returned."""
+
+
+def train(
+    ds: Dataset,
+    cfg: TrainConfig,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    progress_interval: float = 0.1,
+) -> Run:
+    """Train ``cfg`` on ``ds`` by full-batch gradient descent from zero weights.
+
+    Parameters
+    ----------
+    ds : Dataset
+    cfg : TrainConfig
+    progress : callable, optional
+        Called as ``progress(done, total)`` at least every ``progress_interval``
+        seconds and once at the end. It may raise (for example
+        :class:`TrainingCancelled`) to abandon the run.
+
+    Returns
+    -------
+    Run
+
+    Raises
+    ------
+    ValueError
+        If the config is invalid for this data set (message per setting).
+    """
+    problems = cfg.problems(ds)
+    if problems:
+        raise ValueError(" ".join(problems.values()))
+    started = time.perf_counter()
+    dtype = np.dtype(cfg.dtype)
+    K = ds.n_classes
+
+    keep, val_idx = stratified_split(ds.y_train, validation_size(ds, cfg.n_val), VALIDATION_SEED)
+    train_idx = keep[stratified_subset(ds.y_train[keep], cfg.n_train, cfg.seed)]
+    X = _design(ds.x_train, train_idx, dtype)
+    y = np.ascontiguousarray(ds.y_train[train_idx])
+    Xv, yv = _design(ds.x_train, val_idx, dtype), ds.y_train[val_idx]
+    Xt, yt = _design(ds.x_test, np.arange(len(ds.y_test)), dtype), ds.y_test
+    n, d = X.shape
+
+    L = smoothness(X, cfg.model, cfg.l2)
+    lr = 1.0 / L if cfg.learning_rate == "auto" else float(cfg.learning_rate)
+    a = dtype.type(lr)
+    T = int(cfg.iterations)
+    snaps = snapshot_schedule(T)
+    S = len(snaps)
+    forward = _Forward(cfg.model)
+    rows = np.arange(n)
+    x_norm = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)).astype(np.float32)
+
+    W = np.zeros((K, d), dtype=dtype)
+    b = np.zeros(K, dtype=dtype)
+    W_prev, b_prev = W.copy(), b.copy()
+    weights = np.zeros((S, K, d), dtype=dtype)
+    biases = np.zeros((S, K), dtype=dtype)
+    grad_norms = np.zeros((S, n), dtype=np.float32)
+    records = {
+        "train": _new_records(S, n),
+        "val": _new_records(S, len(yv)),
+        "test": _new_records(S, len(yt)),
+    }
+    snap_hist = {k: np.full(S, np.nan) for k in
+                 ("val_loss", "val_acc", "test_loss", "test_acc", "weight_norm", "coef_range")}
+    train_loss = np.full(T + 1, np.nan)
+    train_acc = np.full(T + 1, np.nan)
+    objective = np.full(T + 1, np.nan)
+    correct_prev = np.zeros(n, dtype=bool)
+    forgets = np.zeros(n, dtype=np.int32)
+    last_wrong = np.zeros(n, dtype=np.int64)
+
+    def penalty(W_):
+        return 0.5 * cfg.l2 * float(np.vdot(W_, W_)) + cfg.l1 * float(np.abs(W_).sum())
+
+    def store(slot: int, t: int, W_, b_, loss_i, probs, pred) -> None:
+        weights[slot], biases[slot] = W_, b_
+        rec = records["train"]
+        rec.loss[slot], rec.pred[slot] = loss_i, pred
+        rec.p_true[slot] = probs[rows, y]
+        probs[rows, y] -= 1.0
+        grad_norms[slot] = np.sqrt(np.einsum("ij,ij->i", probs, probs)) * x_norm
+        probs[rows, y] += 1.0
+        for split, Xs, ys in (("val", Xv, yv), ("test", Xt, yt)):
+            if len(ys) == 0:
+                continue
+            l_s, p_s, pr_s = forward(Xs @ W_.T + b_, ys, np.arange(len(ys)))
+            rs = records[split]
+            rs.loss[slot], rs.pred[slot], rs.p_true[slot] = l_s, pr_s, p_s[np.arange(len(ys)), ys]
+            snap_hist[f"{split}_loss"][slot] = float(l_s.mean())
+            snap_hist[f"{split}_acc"][slot] = float((pr_s == ys).mean())
+        snap_hist["weight_norm"][slot] = float(np.linalg.norm(W_))
+        snap_hist["coef_range"][slot] = float(W_.max() - W_.min())
+
+    slot = 0
+    diverged, stop_reason, done = False, f"Finished all {T:,} iterations.", T
+    loss0 = None
+    last_report = time.perf_counter()
+    for t in range(T + 1):
+        logits = X @ W.T
+        logits += b
+        loss_i, probs, pred = forward(logits, y, rows)
+        loss = float(loss_i.mean())
+        obj = loss + penalty(W) if (cfg.l2 or cfg.l1) else loss
+        if loss0 is None:
+            loss0 = obj
+        if not (math.isfinite(obj) and obj <= DIVERGENCE_FACTOR * loss0 and np.isfinite(W).all()):
+            diverged, done = True, t - 1
+            stop_reason = _divergence_reason(t, obj, loss0, lr, L)
+            W, b = W_prev, b_prev
+            break
+        correct = pred == y
+        train_loss[t], train_acc[t], objective[t] = loss, float(correct.mean()), obj
+        if t > 0:
+            # Iteration 0 predicts nothing (all logits equal): counting starts at 1.
+            forgets += correct_prev & ~correct
+            last_wrong[~correct] = t
+            correct_prev = correct
+        if slot < S and snaps[slot] == t:
+            store(slot, t, W, b, loss_i, probs, pred)
+            slot += 1
+        if t == T:
+            break
+        grad_W, grad_b = _gradient(probs, X, y, rows, W, cfg.l2)
+        W_prev, b_prev = W, b
+        W = W - a * grad_W
+        b = b - a * grad_b
+        if cfg.l1:
+            W = np.sign(W) * np.maximum(np.abs(W) - a * dtype.type(cfg.l1), 0)
+        if progress is not None and time.perf_counter() - last_report >= progress_interval:
+            progress(t + 1, T)
+            last_report = time.perf_counter()
+
+    if diverged:
+        # The bad step is dropped; the last good iterate becomes the final snapshot.
+        keep_slots = snaps[:slot] < done
+        slot = int(keep_slots.sum())
+        logits = X @ W.T + b
+        loss_i, probs, pred = forward(logits, y, rows)
+        store(slot, done, W, b, loss_i, probs, pred)
+        snaps = np.append(snaps[:slot], done)
+        slot += 1
+        S = slot
+    if progress is not None:
+        progress(T if not diverged else done, T)
+
+    learned_at = np.where(last_wrong < done, last_wrong + 1, -1)
+    learned_at[~correct_prev] = -1
+    return Run(
+        config=cfg,
+        fingerprint=ds.fingerprint,
+        image_shape=tuple(ds.image_shape),
+        class_names=tuple(ds.class_names),
+        train_indices=train_idx,
+        val_indices=val_idx,
+        learning_rate=lr,
+        lipschitz=L,
+        iterations_done=done,
+        history={"train_loss": train_loss[: done + 1], "train_acc": train_acc[: done + 1],
+                 "objective": objective[: done + 1]},
+        snapshot_iterations=snaps[:S].copy(),
+        snapshot_history={k: v[:S].copy() for k, v in snap_hist.items()},
+        learned_at=learned_at,
+        forgetting_events=forgets,
+        diverged=diverged,
+        stop_reason=stop_reason,
+        seconds=time.perf_counter() - started,
+        _weights=weights[:S].copy(),
+        _biases=biases[:S].copy(),
+        _grad_norms=grad_norms[:S].copy(),
+        _records={k: _Records(r.loss[:S].copy(), r.p_true[:S].copy(), r.pred[:S].copy())
+                  for k, r in records.items()},
+    )
+
+
+def _design(images: np.ndarray, idx: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Rows ``idx`` of ``images`` flattened to (m, d) and scaled to [0, 1]."""
+    flat = images[idx].reshape(len(idx), -1)
+    out = flat.astype(dtype)
+    out *= dtype.type(1.0 / 255.0)
+    return out
+
+
+def _new_records(S: int, m: int) -> _Records:
+    return _Records(
+        loss=np.zeros((S, m), dtype=np.float32),
+        p_true=np.zeros((S, m), dtype=np.float32),
+        pred=np.zeros((S, m), dtype=np.int16),
+    )
+
+
+def _divergence_reason(t: int, obj: float, loss0: float, lr: float, L: float) -> str:
+    what = "is no longer finite" if not math.isfinite(obj) else (
+        f"reached {obj:.3g}, over {DIVERGENCE_FACTOR:g}x its starting value {loss0:.3g}"
+    )
+    return (
+        f"Diverged at iteration {t:,}: the training objective {what}. The step {lr:.4g} "
+        f"is {lr * L / 2:.3g}x the stability limit 2/L = {2 / L:.4g}; choose a smaller "
+        f'learning rate or "auto" (1/L = {1 / L:.4g}). The run keeps the weights of '
+        f"iteration {t - 1:,}."
+    )

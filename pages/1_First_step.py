@@ -1,0 +1,94 @@
+"""First step: each weight image after one step is a closed-form contrast of class means."""
+
+import numpy as np
+import streamlit as st
+
+from core import metrics, state
+
+page = state.setup_page("First_step", "First step", view_keys=("cls",))
+ds = page.ds
+cfg = page.config
+st.title("The first gradient step is an average image")
+
+run = page.run(label="the current settings")
+exact = page.run(cfg.replace(iterations=1, dtype="float64"), label="one float64 step")
+K = ds.n_classes
+x = ds.x_train[run.train_indices].reshape(len(run.train_indices), -1) / 255.0
+y = ds.y_train[run.train_indices]
+counts = np.bincount(y, minlength=K)
+a = run.learning_rate
+W1, b1 = metrics.first_step_closed_form(x, y, K, a, cfg.model)
+got = run.weights(1).reshape(K, -1).astype(np.float64)
+got64 = exact.weights(1).reshape(K, -1)
+diff32 = np.abs(got - W1).max(axis=1)
+diff64 = np.abs(got64 - W1).max(axis=1)
+means = metrics.class_means(x, y, K)
+
+if cfg.model == "softmax":
+    st.latex(r"p_{ik} = \frac{e^{w_k^\top x_i + b_k}}{\sum_j e^{w_j^\top x_i + b_j}},\qquad "
+             r"\nabla_{w_k} = \frac{1}{n}\sum_i (p_{ik} - y_{ik})\,x_i")
+    st.latex(r"W = 0 \Rightarrow p_{ik} = \tfrac{1}{K} \Rightarrow "
+             r"w_k^{(1)} = a\Big(\frac{n_k}{n}\,\mu_k - \frac{1}{K}\,\mu\Big),\quad "
+             r"b_k^{(1)} = a\Big(\frac{n_k}{n} - \frac{1}{K}\Big)")
+    st.markdown(
+        f"With step a = {a:.4g}, K = {K} and class shares n_k/n from {counts.min() / len(y):.3f} "
+        f"to {counts.max() / len(y):.3f}: on balanced data this is "
+        r"$\frac{a}{K}(\mu_k - \mu)$, the class mean minus the mean of all images.")
+else:
+    st.latex(r"\nabla_{w_k} = \frac{1}{n}\sum_i \big(\sigma(w_k^\top x_i + b_k) - y_{ik}\big)\,x_i"
+             r"\quad\text{(the answer's footnote has } \sigma(\theta^\top x - y)\,x"
+             r"\text{; the } y \text{ belongs outside the sigmoid)}")
+    st.latex(r"W = 0 \Rightarrow \sigma(0) = \tfrac12 \Rightarrow "
+             r"w_k^{(1)} = \frac{a}{n}\cdot\frac12\Big(\sum_{i:\,y_i = k} x_i - "
+             r"\sum_{i:\,y_i \neq k} x_i\Big)")
+    st.markdown(f"Every image of class k is added and every other image subtracted, scaled by "
+                f"a / 2n with a = {a:.4g} and n = {len(y):,}.")
+st.caption("In both models the gradient of one example is (p - y) x: its predicted probability "
+           "minus its label, times the image. The sigmoid is applied to the logit, then y is "
+           "subtracted: (sigma(theta^T x) - y) x.")
+
+scale = state.pick_scale(ds.image_shape)
+vmax = state.weight_images(
+    np.stack([run.weights(1), W1.reshape(K, *ds.image_shape)]),
+    col_labels=ds.class_names, row_labels=["trained", "closed form"], scale=scale)
+state.thumbnails(np.clip(means * 255, 0, 255).astype(np.uint8).reshape(K, *ds.image_shape),
+                 labels=[f"mean of {c}" for c in ds.class_names], ncols=K, scale=scale,
+                 caption="Class-mean images of the training subset")
+
+st.subheader("The numerical proof")
+st.markdown(
+    f"Largest absolute difference between the trained step-1 weights and the closed form: "
+    f"**{diff32.max():.2e}** in this run ({cfg.dtype}), **{diff64.max():.2e}** for the same step "
+    f"in float64, against weights up to {np.abs(W1).max():.2e}. Bias: "
+    f"{np.abs(run.bias(1) - b1).max():.2e}.")
+st.dataframe(
+    {"class": list(ds.class_names), "images": counts.tolist(),
+     f"max |trained - closed form| ({cfg.dtype})": [f"{v:.2e}" for v in diff32],
+     "max |trained - closed form| (float64)": [f"{v:.2e}" for v in diff64],
+     "max |weight|": [f"{v:.2e}" for v in np.abs(W1).max(axis=1)],
+     "corr(step 1, class mean)": np.round(metrics.similarity(W1, means), 3).tolist()},
+    hide_index=True)
+
+st.subheader("Typical examples")
+cls = st.selectbox("Class", range(K), format_func=lambda k: ds.class_names[k],
+                   key=page.view_key("cls", 0, choices=range(K)))
+page.set_view(cls=cls)
+members = np.flatnonzero(y == cls)
+template = W1[cls]
+order = metrics.typical_examples(x[members], template, len(members))
+images = ds.x_train[run.train_indices][members]
+st.markdown(f"The {ds.class_names[cls]} images of the training subset most and least like "
+            f"the step-1 template (correlation with it). The template is their average minus "
+            f"the average of everything, so typical images match it best.")
+left, right = st.columns([1, 3])
+with left:
+    state.weight_images(template.reshape(1, *ds.image_shape), col_labels=["step 1"],
+                        scale=scale * 2, vmax=vmax, legend=False)
+with right:
+    corr = metrics.similarity(x[members], np.broadcast_to(template, x[members].shape))
+    top = order[:10]
+    state.thumbnails(images[top], [f"r={corr[i]:.2f}" for i in top], scale=scale,
+                     caption="Most typical")
+    bottom = order[::-1][:10]
+    state.thumbnails(images[bottom], [f"r={corr[i]:.2f}" for i in bottom], scale=scale,
+                     caption="Least typical: these will be learned last")

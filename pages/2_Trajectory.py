@@ -1,0 +1,106 @@
+"""Trajectory: the weight images fade from templates to noise as hard examples take over."""
+
+import altair as alt
+import numpy as np
+import streamlit as st
+
+from core import charts, metrics, render, state
+
+page = state.setup_page("Trajectory", "Trajectory", view_keys=("t",))
+ds = page.ds
+st.title("From templates to noise")
+run = page.run(label="the current settings")
+state.show_run_status(run)
+K = ds.n_classes
+its = [int(t) for t in run.snapshot_iterations if t >= 1]
+traj = state.trajectory(run, ds)
+
+t = st.select_slider(
+    "Gradient step (stored snapshots, log-spaced)", options=its,
+    key=page.view_key("t", its[-1], choices=its),
+    format_func=lambda v: f"{v:,}",
+    help="Every panel below shows this step. Snapshots are spaced evenly in log(step).")
+page.set_view(t=t)
+slot = its.index(t) + (1 if run.snapshot_iterations[0] == 0 else 0)
+
+scale = state.pick_scale(ds.image_shape)
+c1, c2, c3, c4, c5 = st.columns(5)
+c1.metric("Train accuracy", f"{run.history['train_acc'][t]:.3f}")
+c2.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][slot]:.3f}")
+c3.metric("Similarity to step 1", f"{traj['similarity_mean'][slot]:.2f}",
+          help="Mean over classes of the correlation between the class's weight image now "
+               "and after step 1.")
+c4.metric("Roughness", f"{traj['roughness_mean'][slot]:.2f}",
+          help="Total variation of the weight image divided by its L1 norm (mean over "
+               "classes): about 0.5 for a smooth silhouette, higher for noise.")
+c5.metric("Gradient share of top 10 %", f"{traj['concentration'][slot]:.0%}",
+          help="Share of the summed per-example gradient norm ||p - y|| ||x|| carried by the "
+               "10 % of training examples with the largest one. 10 % means every example "
+               "pulls equally.")
+
+st.subheader(f"Weight images at step {t:,}")
+state.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale + 1)
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Every class over training")
+    rows = [s for s in state.one_two_five(run.iterations_done) if s in its]
+    grid = np.stack([run.weights(s) for s in rows])
+    limits = np.abs(grid.reshape(len(rows), -1)).max(axis=1)
+    normalised = grid / np.maximum(limits, 1e-30)[:, None, None, None]
+    state.weight_images(normalised, vmax=1.0, col_labels=ds.class_names,
+                        row_labels=[f"{s:,}" for s in rows], scale=max(1, scale - 1),
+                        legend=False,
+                        caption="Each row scaled to its own largest |weight| (listed in the "
+                                "coefficient-range chart): the shapes, not the sizes, are "
+                                "compared.")
+with right:
+    st.subheader("Play the evolution")
+    st.image(state.evolution_gif(run), caption="All classes at every stored snapshot, each "
+             "frame on its own symmetric scale.")
+
+st.subheader("What the numbers do")
+sel = t
+loss = charts.frame(charts.loss_series(run))
+acc = charts.frame(charts.accuracy_series(run))
+snaps = run.snapshot_iterations
+shape = charts.frame({
+    "similarity to step 1": (snaps, traj["similarity_mean"]),
+    "roughness": (snaps, traj["roughness_mean"]),
+})
+pull = charts.frame({
+    "top 10 % gradient share": (snaps, traj["concentration"]),
+    "typicality of what pulls": (snaps, traj["typicality"]),
+})
+crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
+a, b = st.columns(2)
+a.altair_chart(charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"),
+               width="stretch")
+b.altair_chart(charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel,
+                             title="Accuracy"), width="stretch")
+a, b = st.columns(2)
+a.altair_chart(charts.curves(shape, y_title="value (unitless)", selected=sel,
+                             title="Shape of the weight images"), width="stretch")
+b.altair_chart(charts.curves(pull, y_title="share / correlation", selected=sel,
+                             title="Who pulls on the weights"), width="stretch")
+st.altair_chart(charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
+                              title="Coefficient range", log_y=True), width="stretch")
+st.caption(
+    "Typicality of what pulls: the gradient-weighted mean correlation of each training image "
+    "with its own class's step-1 template. It falls as typical examples are learned and stop "
+    "pulling, leaving the gradient to atypical ones.")
+
+st.subheader(f"The examples that carry the gradient at step {t:,}")
+norms = run.grad_norms(t)
+top = metrics.top_gradient_examples(norms, 20)
+y = ds.y_train[run.train_indices]
+pred = run.predictions(t)
+share = norms[top].sum() / max(norms.sum(), 1e-30)
+st.markdown(
+    f"These 20 of {len(norms):,} training images carry **{share:.0%}** of the summed gradient "
+    f"norm. Their mean typicality is **{traj['example_typicality'][top].mean():.2f}**, against "
+    f"{traj['example_typicality'].mean():.2f} for all training images.")
+state.thumbnails(
+    ds.x_train[run.train_indices][top],
+    [f"{ds.class_names[y[i]][:8]}→{ds.class_names[pred[i]][:8]}" for i in top],
+    scale=scale, caption="true class → predicted class")

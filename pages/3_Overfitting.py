@@ -1,0 +1,1 @@
+"""Overfitting and regularization: the noise is overfitting, and penalties remove it."""

@@ -1,0 +1,1 @@
+"""Hardest examples."""

@@ -1,0 +1,29 @@
+"""Shared pytest fixtures for Weightscope's tests."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from core.data import DEBIAN_DIR, FASHION_FILES
+
+
+# --------------------------------------------------------------------------- real Fashion-MNIST data
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """Debian's Fashion-MNIST folder, for tests marked ``realdata``.
+
+    Skips when the four files are missing, or fails instead when
+    ``WEIGHTSCOPE_REQUIRE_DATA=1``, so that a run meant to use the real data
+    cannot pass by skipping.
+    """
+    missing = [name for name in FASHION_FILES if not (DEBIAN_DIR / f"{name}.gz").is_file()]
+    if missing:
+        message = (f"Fashion-MNIST not installed in {DEBIAN_DIR} (missing {', '.join(missing)}); "
+                   "apt-get install dataset-fashion-mnist")
+        if os.environ.get("WEIGHTSCOPE_REQUIRE_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return DEBIAN_DIR

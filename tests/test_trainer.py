@@ -1,0 +1,364 @@
+"""Oracle tests for the trainer: closed forms, scikit-learn, finite differences."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from core.data import Dataset, load_digits_dataset
+from core.metrics import first_step_closed_form
+from core.trainer import (
+    TrainConfig,
+    TrainingCancelled,
+    objective_and_gradient,
+    snapshot_schedule,
+    smoothness,
+    train,
+)
+
+
+def make_dataset(x, y, x_test=None, y_test=None, n_classes=None) -> Dataset:
+    """A Dataset from arrays, fingerprinted by content like the real ones."""
+    x = np.ascontiguousarray(x, dtype=np.uint8)
+    y = np.asarray(y, dtype=np.int64)
+    if x_test is None:
+        x_test, y_test = x[:20], y[:20]
+    K = n_classes or int(y.max()) + 1
+    digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:12]
+    return Dataset(
+        name="synthetic", x_train=x, y_train=y,
+        x_test=np.ascontiguousarray(x_test, dtype=np.uint8),
+        y_test=np.asarray(y_test, dtype=np.int64),
+        class_names=tuple(str(k) for k in range(K)), source="synthetic test data",
+        fingerprint=digest, is_fallback=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_digits_dataset()
+
+
+@pytest.fixture(scope="module")
+def unbalanced(digits) -> Dataset:
+    """Digits with class k kept at a share growing with k: class sizes differ up to 10x."""
+    rng = np.random.default_rng(7)
+    keep = np.concatenate([
+        rng.choice(np.flatnonzero(digits.y_train == k), size=12 + 12 * k, replace=False)
+        for k in range(10)
+    ])
+    return make_dataset(digits.x_train[keep], digits.y_train[keep],
+                        digits.x_test, digits.y_test)
+
+
+def design(ds: Dataset, run) -> tuple[np.ndarray, np.ndarray]:
+    idx = run.train_indices
+    return ds.x_train[idx].reshape(len(idx), -1) / 255.0, ds.y_train[idx]
+
+
+@pytest.mark.parametrize("model", ["softmax", "ovr"])
+@pytest.mark.parametrize("balance", ["balanced", "unbalanced"])
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+@pytest.mark.parametrize("lr", ["auto", 0.7])
+def test_first_step_is_the_closed_form_contrast_of_class_means(
+    digits, unbalanced, model, balance, dtype, tol, lr
+):
+    ds = digits if balance == "balanced" else unbalanced
+    cfg = TrainConfig(model=model, n_train=300, iterations=3, learning_rate=lr,
+                      dtype=dtype, n_val=50)
+    run = train(ds, cfg)
+    x, y = design(ds, run)
+    W1, b1 = first_step_closed_form(x, y, ds.n_classes, run.learning_rate, model)
+    got = run.weights(1).reshape(ds.n_classes, -1)
+    scale = np.abs(W1).max()
+    assert scale > 1e-3  # the identity is not trivially satisfied by tiny weights
+    assert np.abs(got - W1).max() <= tol
+    assert np.abs(run.bias(1) - b1).max() <= tol
+    if balance == "unbalanced":
+        counts = np.bincount(y, minlength=10)
+        assert counts.max() >= 5 * counts.min()
+        assert np.abs(b1).max() > 1e-3  # an unbalanced bias is part of what is checked
+
+
+def test_closed_form_on_balanced_data_is_class_mean_minus_overall_mean(digits):
+    run = train(digits, TrainConfig(n_train=500, iterations=1, dtype="float64", n_val=50))
+    x, y = design(digits, run)
+    counts = np.bincount(y)
+    # Stratified subset of balanced-ish digits: use the general form with n_k / n.
+    mu = x.mean(axis=0)
+    mu_k = np.stack([x[y == k].mean(axis=0) for k in range(10)])
+    expected = run.learning_rate * ((counts / len(y))[:, None] * mu_k - mu / 10)
+    assert np.allclose(run.weights(1).reshape(10, -1), expected, rtol=0, atol=1e-12)
+
+
+def test_ovr_first_step_matches_the_answers_sum_over_positives_minus_negatives(digits):
+    cfg = TrainConfig(model="ovr", n_train=200, iterations=1, learning_rate=0.3,
+                      dtype="float64", n_val=50)
+    run = train(digits, cfg)
+    x, y = design(digits, run)
+    k = 3
+    expected = 0.3 / len(y) * 0.5 * (x[y == k].sum(axis=0) - x[y != k].sum(axis=0))
+    assert np.abs(run.weights(1)[k].ravel() - expected).max() < 1e-12
+
+
+def test_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 6))
+    y = rng.integers(0, 4, size=40)
+    for model in ("softmax", "ovr"):
+        W = rng.normal(size=(4, 6))
+        b = rng.normal(size=4)
+        _, gW, gb = objective_and_gradient(X, y, W, b, model, l2=0.3)
+        eps = 1e-6
+        num_W = np.zeros_like(W)
+        for idx in np.ndindex(W.shape):
+            Wp, Wm = W.copy(), W.copy()
+            Wp[idx] += eps
+            Wm[idx] -= eps
+            num_W[idx] = (objective_and_gradient(X, y, Wp, b, model, l2=0.3)[0]
+                          - objective_and_gradient(X, y, Wm, b, model, l2=0.3)[0]) / (2 * eps)
+        num_b = np.array([
+            (objective_and_gradient(X, y, W, b + eps * e, model, l2=0.3)[0]
+             - objective_and_gradient(X, y, W, b - eps * e, model, l2=0.3)[0]) / (2 * eps)
+            for e in np.eye(4)
+        ])
+        assert np.abs(gW - num_W).max() < 1e-7
+        assert np.abs(gb - num_b).max() < 1e-7
+
+
+def test_each_step_is_a_gradient_step_of_the_stated_objective(digits):
+    cfg = TrainConfig(n_train=150, iterations=5, learning_rate=0.05, l2=0.01,
+                      dtype="float64", n_val=50)
+    run = train(digits, cfg)
+    x, y = design(digits, run)
+    for t in range(4):
+        W, b = run.weights(t).reshape(10, -1), run.bias(t)
+        obj, gW, gb = objective_and_gradient(x, y, W, b, "softmax", l2=0.01)
+        assert obj == pytest.approx(run.history["objective"][t], rel=1e-12)
+        assert np.allclose(run.weights(t + 1).reshape(10, -1), W - 0.05 * gW, atol=1e-13)
+        assert np.allclose(run.bias(t + 1), b - 0.05 * gb, atol=1e-13)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.05])
+def test_softmax_weights_sum_to_zero_over_classes_at_every_snapshot(digits, l2):
+    run = train(digits, TrainConfig(n_train=300, iterations=500, l2=l2, dtype="float64", n_val=50))
+    sums = np.stack([run.weights(int(t)).sum(axis=0) for t in run.snapshot_iterations])
+    assert np.abs(run.weights(500)).max() > 0.1
+    assert np.abs(sums).max() < 1e-12
+    assert np.abs([run.bias(int(t)).sum() for t in run.snapshot_iterations]).max() < 1e-12
+
+
+@pytest.mark.parametrize("model", ["softmax", "ovr"])
+@pytest.mark.parametrize("l1", [0.0, 0.002])
+def test_auto_step_never_increases_the_objective(digits, model, l1):
+    run = train(digits, TrainConfig(model=model, n_train=400, iterations=400, l1=l1,
+                                    dtype="float64", n_val=50))
+    obj = run.history["objective"]
+    assert obj[-1] < 0.5 * obj[0]
+    assert np.diff(obj).max() <= 1e-12 * obj[0]
+
+
+def test_auto_step_float32_never_increases_beyond_rounding(digits):
+    run = train(digits, TrainConfig(n_train=400, iterations=400, n_val=50))
+    obj = run.history["objective"]
+    assert np.diff(obj).max() <= 1e-6 * obj[0]
+
+
+def test_smoothness_bounds_the_curvature_along_random_directions(digits):
+    # L must be at least the curvature of the objective in any direction (here: at W = 0
+    # along the top eigenvector direction the bound is nearly tight for softmax).
+    x = digits.x_train[:300].reshape(300, -1) / 255.0
+    y = digits.y_train[:300]
+    L = smoothness(x, "softmax")
+    rng = np.random.default_rng(1)
+    W0, b0 = np.zeros((10, 64)), np.zeros(10)
+    for _ in range(20):
+        dW, db = rng.normal(size=(10, 64)), rng.normal(size=10)
+        norm = np.sqrt((dW**2).sum() + (db**2).sum())
+        dW, db = dW / norm, db / norm
+        h = 1e-3
+        f = [objective_and_gradient(x, y, W0 + s * h * dW, b0 + s * h * db, "softmax")[0]
+             for s in (-1, 0, 1)]
+        curvature = (f[0] - 2 * f[1] + f[2]) / h**2
+        assert curvature <= L * (1 + 1e-4)
+
+
+@pytest.mark.parametrize("l2,steps", [(0.05, 20_000), (0.2, 6000)])
+def test_converged_softmax_matches_scikit_learn(digits, l2, steps):
+    cfg = TrainConfig(n_train=120, iterations=steps, l2=l2, dtype="float64", n_val=50)
+    run = train(digits, cfg)
+    x, y = design(digits, run)
+    clf = LogisticRegression(C=1.0 / (l2 * len(y)), tol=1e-12, max_iter=10_000)
+    clf.fit(x, y)
+    W = run.weights(run.iterations_done).reshape(10, -1)
+    scale = np.abs(clf.coef_).max()
+    assert np.abs(W - clf.coef_).max() / scale < 1e-4
+    # scikit-learn's multinomial intercept is defined up to a constant; ours sums to zero.
+    assert np.abs(run.bias(run.iterations_done) - (clf.intercept_ - clf.intercept_.mean())).max() / scale < 1e-4
+
+
+def test_converged_ovr_matches_per_class_binary_fits(digits):
+    l2 = 0.1
+    run = train(digits, TrainConfig(model="ovr", n_train=120, iterations=6000, l2=l2,
+                                    dtype="float64", n_val=50))
+    x, y = design(digits, run)
+    W = run.weights(run.iterations_done).reshape(10, -1)
+    coefs = []
+    for k in range(10):
+        clf = LogisticRegression(C=1.0 / (l2 * len(y)), tol=1e-12, max_iter=10_000)
+        clf.fit(x, (y == k).astype(int))
+        coefs.append(clf.coef_[0])
+    coefs = np.array(coefs)
+    assert np.abs(W - coefs).max() / np.abs(coefs).max() < 1e-4
+
+
+def test_l1_solution_satisfies_the_optimality_conditions(digits):
+    l1 = 0.003
+    run = train(digits, TrainConfig(n_train=200, iterations=20_000, l1=l1, l2=0.01,
+                                    dtype="float64", n_val=50))
+    x, y = design(digits, run)
+    W, b = run.weights(run.iterations_done).reshape(10, -1), run.bias(run.iterations_done)
+    _, gW, gb = objective_and_gradient(x, y, W, b, "softmax", l2=0.01)
+    zero = W == 0
+    assert 0.1 < zero.mean() < 0.95  # the penalty really produces sparsity
+    assert np.abs(gW[zero]).max() <= l1 * (1 + 1e-3)
+    assert np.abs(gW[~zero] + l1 * np.sign(W[~zero])).max() < 1e-4
+    assert np.abs(gb).max() < 1e-4
+
+
+def test_huge_learning_rate_stops_with_a_reason_and_keeps_finite_weights(digits):
+    cfg = TrainConfig(n_train=200, iterations=200, learning_rate=1000.0, n_val=50)
+    run = train(digits, cfg)
+    assert run.diverged
+    assert 0 <= run.iterations_done < 200
+    assert f"iteration {run.iterations_done + 1:,}" in run.stop_reason
+    assert "auto" in run.stop_reason
+    assert run.snapshot_iterations[-1] == run.iterations_done
+    assert np.isfinite(run.weights(run.iterations_done)).all()
+    for values in list(run.history.values()) + list(run.snapshot_history.values()):
+        assert np.isfinite(values).all()
+    assert len(run.history["train_loss"]) == run.iterations_done + 1
+
+
+def test_steps_far_past_the_stability_limit_oscillate_then_diverge(digits):
+    # 2/L is a sufficient bound, and loose on this data: steps of a few times 1/L still
+    # descend. Far past it the objective rises at some steps, and further still it blows up.
+    base = TrainConfig(n_train=200, iterations=3000, n_val=50, dtype="float64")
+    L = train(digits, base.replace(iterations=1)).lipschitz
+    oscillating = train(digits, base.replace(learning_rate=30.0 / L))
+    assert not oscillating.diverged
+    assert np.diff(oscillating.history["objective"]).max() > 0
+    exploding = train(digits, base.replace(learning_rate=100.0 / L))
+    assert exploding.diverged and exploding.iterations_done < 3000
+
+
+def test_same_config_gives_the_same_run_bit_for_bit(digits):
+    cfg = TrainConfig(n_train=300, iterations=300, seed=4, n_val=100)
+    a, b = train(digits, cfg), train(digits, cfg)
+    assert np.array_equal(a.train_indices, b.train_indices)
+    assert np.array_equal(a._weights, b._weights)
+    assert np.array_equal(a.history["train_loss"], b.history["train_loss"])
+    other = train(digits, cfg.replace(seed=5))
+    assert not np.array_equal(a.train_indices, other.train_indices)
+
+
+def test_training_subset_is_stratified_and_never_overlaps_validation(digits):
+    run = train(digits, TrainConfig(n_train=500, iterations=2, n_val=200))
+    assert len(set(run.train_indices) & set(run.val_indices)) == 0
+    counts = np.bincount(digits.y_train[run.train_indices], minlength=10)
+    share = np.bincount(digits.y_train, minlength=10) / len(digits.y_train)
+    assert np.abs(counts - 500 * share).max() <= 1
+    assert len(run.val_indices) == 200
+
+
+def test_snapshot_schedule_holds_the_1_2_5_sequence_and_a_dense_log_grid():
+    its = snapshot_schedule(30_000)
+    for t in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 30_000):
+        assert t in its
+    assert len(its) >= 60
+    assert np.all(np.diff(its) > 0)
+    late = its[its >= 20]  # below 20 every integer step is already a large log step
+    assert np.diff(np.log(late)).max() < np.log(30_000) / 40
+    assert list(snapshot_schedule(7)) == list(range(8))
+
+
+def test_records_agree_with_the_history_and_with_each_other(digits):
+    run = train(digits, TrainConfig(n_train=300, iterations=200, n_val=100))
+    for slot, t in enumerate(run.snapshot_iterations):
+        t = int(t)
+        assert run.example_losses(t).mean() == pytest.approx(run.history["train_loss"][t], rel=1e-5)
+        val_pred = run.predictions(t, "val")
+        y_val = digits.y_train[run.val_indices]
+        assert run.snapshot_history["val_acc"][slot] == pytest.approx((val_pred == y_val).mean())
+        assert np.allclose(run.example_losses(t), -np.log(run.p_true(t)), atol=1e-4)
+    x, y = design(digits, run)
+    # The grad norm of an example with p = e_y is zero; of the worst, large.
+    t = run.iterations_done
+    p_true = run.p_true(t)
+    norms = run.grad_norms(t)
+    assert norms[np.argmin(p_true)] > norms[np.argmax(p_true)]
+
+
+def test_learned_at_and_forgetting_events_match_a_brute_force_count(digits):
+    T = 50  # every iteration is a snapshot, so predictions are known at each step
+    run = train(digits, TrainConfig(n_train=200, iterations=T, learning_rate=0.15, n_val=50))
+    assert list(run.snapshot_iterations) == list(range(T + 1))
+    y = digits.y_train[run.train_indices]
+    correct = np.stack([run.predictions(t) == y for t in range(T + 1)])
+    correct[0] = False  # iteration 0 predicts nothing: all logits are equal
+    forgets = (correct[:-1] & ~correct[1:]).sum(axis=0)
+    assert np.array_equal(run.forgetting_events, forgets)
+    assert forgets.sum() > 0  # the count is exercised, not trivially zero
+    for i in range(len(y)):
+        if not correct[-1, i]:
+            assert run.learned_at[i] == -1
+        else:
+            wrong = np.flatnonzero(~correct[:, i])
+            assert run.learned_at[i] == wrong.max() + 1
+
+
+def test_progress_is_reported_and_can_cancel(digits):
+    calls = []
+    train(digits, TrainConfig(n_train=200, iterations=300, n_val=50),
+          progress=lambda done, total: calls.append((done, total)), progress_interval=0.0)
+    assert calls[-1] == (300, 300)
+    assert len(calls) >= 100
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
+
+    def cancel(done, total):
+        if done >= 10:
+            raise TrainingCancelled
+
+    with pytest.raises(TrainingCancelled):
+        train(digits, TrainConfig(n_train=200, iterations=300, n_val=50),
+              progress=cancel, progress_interval=0.0)
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"n_train": 5}, "n_train"),
+    ({"n_train": 10**6}, "n_train"),
+    ({"iterations": 0}, "iterations"),
+    ({"learning_rate": -1.0}, "learning_rate"),
+    ({"learning_rate": float("nan")}, "learning_rate"),
+    ({"learning_rate": "fast"}, "learning_rate"),
+    ({"l2": -0.1}, "l2"),
+    ({"l1": float("inf")}, "l1"),
+    ({"model": "svm"}, "model"),
+])
+def test_invalid_settings_are_refused_with_a_message_per_setting(digits, changes, field):
+    cfg = TrainConfig(n_val=50).replace(**changes)
+    problems = cfg.problems(digits)
+    assert field in problems
+    with pytest.raises(ValueError, match=problems[field][:20].replace("(", r"\(")):
+        train(digits, cfg)
+
+
+def test_config_is_hashable_and_frozen():
+    a, b = TrainConfig(l2=0.01), TrainConfig(l2=0.01)
+    assert hash(a) == hash(b) and a == b
+    with pytest.raises(Exception):
+        a.l2 = 0.1  # type: ignore[misc]
