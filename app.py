@@ -39,7 +39,6 @@ for preset in S.PRESETS:
 
 st.subheader("The current run")
 run = page.run(label="the current settings")
-state.show_run_status(run)
 final = run.iterations_done
 test_acc = run.snapshot_history["test_acc"][-1]
 c1, c2, c3, c4 = st.columns(4)
@@ -48,11 +47,9 @@ c2.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}")
 c3.metric("Gradient steps", f"{final:,}")
 c4.metric("Training time", f"{run.seconds:.1f} s")
 scale = state.pick_scale(ds.image_shape)
-st.markdown(f"**Weight images after step 1 and after step {final:,}** (each row on its own scale)")
-state.weight_images(run.weights(1), col_labels=ds.class_names, row_labels=["step 1"],
-                    scale=scale, legend=False)
-state.weight_images(run.weights(final), col_labels=ds.class_names,
-                    row_labels=[f"step {final:,}"], scale=scale)
+st.markdown(f"**Weight images after step 1 and after step {final:,}**")
+state.weight_rows([("step 1", run.weights(1)), (f"step {final:,}", run.weights(final))],
+                  ds.class_names, scale=scale)
 st.caption(
     f"Learning rate {run.learning_rate:.4g} "
     f"({'auto = 1/L' if run.config.learning_rate == 'auto' else 'fixed'}); smoothness "

@@ -119,7 +119,9 @@ class Page:
 
         Stops the page with a message when the run cannot be had.
         """
-        return get_run(self.ds, config or self.config, label=label)
+        run = get_run(self.ds, config or self.config, label=label)
+        show_run_status(run)
+        return run
 
 
 def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
@@ -141,7 +143,9 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     else:
         settings = base
         view = dict(ss.get(f"ws_view/{name}", {}))
-        _seed_widgets(settings, force=False)
+        # Widget state does not follow a page switch: re-seed the sidebar on arrival.
+        _seed_widgets(settings, force=ss.get("ws_page") != name)
+    ss["ws_page"] = name
     for notice in notices:
         st.warning(notice, icon="⚠️")
 
@@ -294,9 +298,12 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "") -> Run:
 
 
 def show_run_status(run: Run) -> None:
-    """A warning when the run stopped early (divergence), with the reason."""
+    """An error when the run stopped early (divergence), with the reason; stops the page
+    when not even one step survived, since there is nothing to show."""
     if run.diverged:
         st.error(run.stop_reason, icon="🚨")
+        if run.iterations_done < 1:
+            st.stop()
 
 
 # -- drawing helpers shared by the pages ------------------------------------------
@@ -388,3 +395,19 @@ def _evolution_gif(key: str, _run: Run, scale: int) -> bytes:
 def evolution_gif(run: Run) -> bytes:
     """Animated GIF of all class images over every stored snapshot (cached per run)."""
     return _evolution_gif(_run_key(run), run, pick_scale(run.image_shape, 56))
+
+
+def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str], *,
+                scale: int = 3, caption: str | None = None) -> None:
+    """Rows of class weight images (label, (K, H, W)), each row on its own symmetric scale.
+
+    Weights grow over training, so one scale for all rows would leave the early
+    rows blank; the row label states each row's scale (its largest |weight|).
+    """
+    stack = np.stack([np.asarray(w, dtype=np.float64) for _, w in rows])
+    limits = np.array([render.symmetric_limit(w) for w in stack])
+    labels = [f"{label} (±{lim:.2g})" for (label, _), lim in zip(rows, limits)]
+    weight_images(stack / limits[:, None, None, None], vmax=1.0, col_labels=class_names,
+                  row_labels=labels, scale=scale, legend=False,
+                  caption=caption or "Each row on its own scale, ± its largest |weight|: "
+                                     "orange positive, purple negative, white zero.")

@@ -10,7 +10,6 @@ page = state.setup_page("Trajectory", "Trajectory", view_keys=("t",))
 ds = page.ds
 st.title("From templates to noise")
 run = page.run(label="the current settings")
-state.show_run_status(run)
 K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
 traj = state.trajectory(run, ds)
@@ -45,15 +44,8 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("Every class over training")
     rows = [s for s in state.one_two_five(run.iterations_done) if s in its]
-    grid = np.stack([run.weights(s) for s in rows])
-    limits = np.abs(grid.reshape(len(rows), -1)).max(axis=1)
-    normalised = grid / np.maximum(limits, 1e-30)[:, None, None, None]
-    state.weight_images(normalised, vmax=1.0, col_labels=ds.class_names,
-                        row_labels=[f"{s:,}" for s in rows], scale=max(1, scale - 1),
-                        legend=False,
-                        caption="Each row scaled to its own largest |weight| (listed in the "
-                                "coefficient-range chart): the shapes, not the sizes, are "
-                                "compared.")
+    state.weight_rows([(f"{s:,}", run.weights(s)) for s in rows], ds.class_names,
+                      scale=max(1, scale - 1))
 with right:
     st.subheader("Play the evolution")
     st.image(state.evolution_gif(run), caption="All classes at every stored snapshot, each "

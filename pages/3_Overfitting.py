@@ -1,1 +1,112 @@
-"""Overfitting and regularization: the noise is overfitting, and penalties remove it."""
+"""Overfitting and regularization: the noise is overfitting; penalties and early stopping remove it."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import charts, metrics, state
+
+#: The runs compared, each with the penalty this page sets itself.
+VARIANTS = (
+    ("no penalty", {"l2": 0.0, "l1": 0.0}),
+    ("L2 0.001", {"l2": 0.001, "l1": 0.0}),
+    ("L2 0.01", {"l2": 0.01, "l1": 0.0}),
+    ("L1 0.0003", {"l2": 0.0, "l1": 0.0003}),
+)
+
+page = state.setup_page("Overfitting", "Overfitting and regularization", view_keys=("show",))
+ds = page.ds
+cfg = page.config
+st.title("Noise is overfitting; regularization removes it")
+st.info(
+    "This page sets each run's penalty itself: the sidebar's L2 and L1 do not apply here. "
+    "Data, model, training-set size, steps, learning rate and seed come from the sidebar. "
+    "Try a small training set (overfits) against a large one.", icon="ℹ️")
+
+runs = {}
+for label, penalty in VARIANTS:
+    runs[label] = page.run(cfg.replace(**penalty), label=label)
+base = runs["no penalty"]
+best = base.best_iteration()
+
+rows = []
+images = {}
+for label, run in runs.items():
+    final = run.iterations_done
+    s_final = len(run.snapshot_iterations) - 1
+    w_final = run.weights(final)
+    images[label] = w_final
+    rows.append({
+        "run": label, "stopped at step": final,
+        "train accuracy": run.history["train_acc"][final],
+        "validation accuracy": run.snapshot_history["val_acc"][s_final],
+        "test accuracy": run.snapshot_history["test_acc"][s_final],
+        "train - validation accuracy": run.history["train_acc"][final]
+        - run.snapshot_history["val_acc"][s_final],
+        "validation loss": run.snapshot_history["val_loss"][s_final],
+        "best validation loss": float(np.nanmin(run.snapshot_history["val_loss"])),
+        "at step": run.best_iteration(),
+        "roughness": float(metrics.roughness(w_final).mean()),
+        "zero weights": float((w_final == 0).mean()),
+    })
+s_best = int(np.searchsorted(base.snapshot_iterations, best))
+images["early stopping"] = base.weights(best)
+rows.append({
+    "run": "early stopping", "stopped at step": best,
+    "train accuracy": base.history["train_acc"][best],
+    "validation accuracy": base.snapshot_history["val_acc"][s_best],
+    "test accuracy": base.snapshot_history["test_acc"][s_best],
+    "train - validation accuracy": base.history["train_acc"][best]
+    - base.snapshot_history["val_acc"][s_best],
+    "validation loss": base.snapshot_history["val_loss"][s_best],
+    "best validation loss": base.snapshot_history["val_loss"][s_best],
+    "at step": best,
+    "roughness": float(metrics.roughness(base.weights(best)).mean()),
+    "zero weights": float((base.weights(best) == 0).mean()),
+})
+table = pd.DataFrame(rows)
+st.dataframe(
+    table, hide_index=True,
+    column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
+        if c not in ("run", "stopped at step", "at step")
+    })
+st.caption(
+    "Early stopping is the unpenalised run at the stored snapshot with the lowest validation "
+    "loss (the validation images are held out from the training split; the test split never "
+    "chooses anything). Roughness: total variation / L1 norm of the weight images, mean over "
+    "classes.")
+
+st.subheader("Validation curves")
+loss = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_loss"])
+                     for label, run in runs.items()})
+acc = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_acc"])
+                    for label, run in runs.items()})
+a, b = st.columns(2)
+a.altair_chart(charts.curves(loss, y_title="validation loss (nats)", selected=best,
+                             title="Validation loss (rule: early-stopping step)"),
+               width="stretch")
+b.altair_chart(charts.curves(acc, y_title="validation accuracy (fraction)", selected=best,
+                             title="Validation accuracy"), width="stretch")
+gap = charts.frame({
+    label: (run.snapshot_iterations,
+            run.history["train_acc"][run.snapshot_iterations] - run.snapshot_history["val_acc"])
+    for label, run in runs.items()})
+st.altair_chart(charts.curves(gap, y_title="train - validation accuracy",
+                              title="Generalisation gap", selected=best), width="stretch")
+
+st.subheader("Weight images")
+show = st.radio("Show each run at", ["final step", "its best validation step"], horizontal=True,
+                key=page.view_key("show", "final step",
+                                  choices=("final step", "its best validation step"), cast=str))
+page.set_view(show=show)
+steps = {label: run.iterations_done for label, run in runs.items()}
+steps["early stopping"] = best
+if show == "its best validation step":
+    for label, run in runs.items():
+        steps[label] = run.best_iteration()
+        images[label] = run.weights(steps[label])
+labels = list(images)
+scale = state.pick_scale(ds.image_shape, 56)
+state.weight_rows([(f"{k} @ {steps[k]:,}", images[k]) for k in labels], ds.class_names,
+                  scale=scale)

@@ -1,0 +1,195 @@
+"""Headless app tests (Streamlit's AppTest): every page, interactions, URLs, bad input."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["app.py"] + sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
+SMALL = {"ds": "digits", "n": "300", "T": "60"}
+#: Pictures and charts each page must draw, at least.
+EXPECTED = {
+    "app.py": (1, 0),
+    "pages/1_First_step.py": (5, 0),
+    "pages/2_Trajectory.py": (5, 5),
+    "pages/3_Overfitting.py": (1, 3),
+    "pages/4_Hardest_examples.py": (3, 1),
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_streamlit(monkeypatch, tmp_path):
+    """No disk cache, no network, and no cache shared with the previous test."""
+    monkeypatch.setenv("WEIGHTSCOPE_RUN_CACHE", "off")
+    monkeypatch.setenv("WEIGHTSCOPE_OFFLINE", "1")
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def open_page(path: str, **params) -> AppTest:
+    at = AppTest.from_file(str(ROOT / path), default_timeout=120)
+    for k, v in params.items():
+        at.query_params[k] = str(v)
+    at.run()
+    return at
+
+
+def url(at: AppTest) -> dict[str, str]:
+    return {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert not at.sidebar.error, [e.value for e in at.sidebar.error]
+
+
+def test_every_page_is_tested():
+    assert set(PAGES) == set(EXPECTED), "add the new page to EXPECTED with what it must draw"
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_page_renders_its_pictures_and_charts(path):
+    at = open_page(path, **SMALL)
+    assert_clean(at)
+    images, charts = EXPECTED[path]
+    assert len(at.get("image")) >= images
+    assert len(at.get("vega_lite_chart")) >= charts
+    assert url(at)["n"] == "300" and url(at)["T"] == "60"
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("path", PAGES)
+def test_page_renders_on_real_fashion_mnist(path, fashion_dir):
+    at = open_page(path, ds="fashion-mnist", n=200, T=30)
+    assert_clean(at)
+    assert not at.info or all("digits" not in i.value for i in at.info)
+    assert len(at.get("image")) >= EXPECTED[path][0]
+
+
+def test_first_step_page_prints_the_numerical_proof():
+    at = open_page("pages/1_First_step.py", **SMALL)
+    assert_clean(at)
+    proof = next(m.value for m in at.markdown if "Largest absolute difference" in m.value)
+    numbers = [float(v) for v in re.findall(r"\*\*([0-9.]+e[-+][0-9]+)\*\*", proof)]
+    assert len(numbers) == 2, proof
+    run_diff, float64_diff = numbers
+    assert run_diff < 1e-5 and float64_diff < 1e-12
+
+
+def test_a_link_reproduces_settings_and_view():
+    params = dict(ds="digits", model="ovr", n=250, T=40, lr=0.05, l2=0.001, l1=0, seed=3, t=20)
+    at = open_page("pages/2_Trajectory.py", **params)
+    assert_clean(at)
+    sb = at.sidebar
+    assert sb.radio(key="ws_w_model").value == "ovr"
+    assert sb.number_input(key="ws_w_n_train").value == 250
+    assert sb.number_input(key="ws_w_iterations").value == 40
+    assert sb.text_input(key="ws_w_learning_rate").value == "0.05"
+    assert sb.number_input(key="ws_w_l2").value == pytest.approx(0.001)
+    assert sb.number_input(key="ws_w_seed").value == 3
+    assert at.select_slider[0].value == 20
+    written = url(at)
+    for k, v in params.items():
+        assert written[k] == str(v), k
+    assert written["v"] == "1" and len(written["data"]) == 8
+
+
+def test_settings_survive_a_page_switch():
+    at = open_page("app.py", **SMALL)
+    at.sidebar.number_input(key="ws_w_n_train").set_value(350).run()
+    at.sidebar.text_input(key="ws_w_learning_rate").set_value("0.2").run()
+    assert_clean(at)
+    assert url(at)["n"] == "350"
+    at.switch_page("pages/2_Trajectory.py").run()
+    assert_clean(at)
+    assert at.sidebar.number_input(key="ws_w_n_train").value == 350
+    assert at.sidebar.text_input(key="ws_w_learning_rate").value == "0.2"
+    assert url(at)["n"] == "350" and url(at)["lr"] == "0.2"
+    at.switch_page("pages/4_Hardest_examples.py").run()
+    assert at.sidebar.number_input(key="ws_w_n_train").value == 350
+
+
+def test_moving_the_iteration_changes_every_panel_and_the_url():
+    at = open_page("pages/2_Trajectory.py", **SMALL)
+    before = [m.value for m in at.metric]
+    at.select_slider[0].set_value(5).run()
+    assert_clean(at)
+    assert url(at)["t"] == "5"
+    after = [m.value for m in at.metric]
+    assert after != before
+    assert any("step 5" in s.value for s in at.subheader)
+
+
+def test_picking_an_example_shows_its_history_and_is_in_the_url():
+    at = open_page("pages/4_Hardest_examples.py", **SMALL)
+    assert_clean(at)
+    at.selectbox(key="ws_v/Hardest_examples/ex").set_value(3).run()
+    assert_clean(at)
+    assert url(at)["ex"] == "3"
+    assert any("forgotten" in m.value for m in at.markdown)
+    at.radio(key="ws_v/Hardest_examples/order").set_value("easiest").run()
+    assert url(at)["order"] == "easiest"
+    assert_clean(at)
+
+
+@pytest.mark.parametrize("bad", [
+    {"n": "abc"}, {"T": "-5"}, {"lr": "nan"}, {"l2": "-1"}, {"model": "svm"}, {"seed": "1.5"},
+])
+def test_malformed_link_values_are_ignored_with_a_notice(bad):
+    at = open_page("app.py", **{**SMALL, **bad})
+    assert not at.exception
+    key = next(iter(bad))
+    assert any(f"Ignored {key}=" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert len(at.get("image")) >= 1  # the page still shows a run with the default used
+
+
+def test_link_to_other_data_says_so_instead_of_showing_it():
+    at = open_page("pages/2_Trajectory.py", **SMALL, data="deadbeef")
+    assert not at.exception
+    assert any("fingerprint" in e.value for e in at.error)
+    assert len(at.get("image")) == 0
+    at.button[0].click().run()
+    assert_clean(at)
+    assert len(at.get("image")) >= 5
+
+
+def test_invalid_sidebar_input_is_refused_next_to_the_control():
+    at = open_page("app.py", **SMALL)
+    at.sidebar.text_input(key="ws_w_learning_rate").set_value("fast").run()
+    assert not at.exception
+    assert any("Learning rate 'fast'" in e.value for e in at.sidebar.error)
+    assert url(at)["lr"] == "auto"  # the last good value is kept
+    assert len(at.get("image")) >= 1
+
+
+def test_work_cap_refuses_runs_that_would_hold_the_server(monkeypatch):
+    monkeypatch.setenv("WEIGHTSCOPE_MAX_WORK", "6000")
+    at = open_page("app.py", **SMALL)
+    assert not at.exception
+    assert any("cap of 6,000" in e.value for e in at.sidebar.error)
+    assert int(url(at)["T"]) * int(url(at)["n"]) <= 6000
+
+
+def test_diverging_learning_rate_shows_where_and_suggests_auto():
+    at = open_page("pages/2_Trajectory.py", **SMALL, lr=20)  # survives 2 steps on digits
+    assert not at.exception
+    message = " ".join(e.value for e in at.error)
+    assert "Diverged at iteration 3" in message and "auto" in message
+    assert len(at.get("image")) >= 3
+
+
+def test_learning_rate_that_explodes_at_once_stops_the_page_with_the_reason():
+    at = open_page("pages/4_Hardest_examples.py", **SMALL, lr=5000)
+    assert not at.exception
+    assert any("Diverged at iteration 1" in e.value for e in at.error)
+    assert len(at.get("image")) == 0
