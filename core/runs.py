@@ -208,7 +208,7 @@ class RunStore:
         try:
             with np.load(path, allow_pickle=False) as z:
                 run = run_from_arrays({k: z[k] for k in z.files}, ds, cfg)
-        except (OSError, ValueError, KeyError):
+        except Exception:  # noqa: BLE001 - zip, npy, json and key errors alike
             # A damaged cache file is dropped and the run trained again.
             try:
                 path.unlink()
