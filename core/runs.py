@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data import Dataset
-from core.trainer import Run, TrainConfig, TrainingCancelled, _Records, train
+from core.trainer import Run, TrainConfig, TrainingCancelled, _Records, default_backend, train
 
 #: Bumped whenever the trainer's numbers or the stored layout change, so that
 #: runs cached by an older version are never served.
@@ -32,9 +32,13 @@ FORMAT_VERSION = 1
 
 
 def run_key(fingerprint: str, cfg: TrainConfig) -> str:
-    """Stable 20-hex-digit key of a run: data fingerprint, config and format version."""
+    """Stable 20-hex-digit key of a run: data, config, format version and trainer backend.
+
+    The two backends agree only up to rounding, so their runs are kept apart.
+    """
     payload = json.dumps(
-        {"v": FORMAT_VERSION, "data": fingerprint, "cfg": dataclasses.asdict(cfg)},
+        {"v": FORMAT_VERSION, "data": fingerprint, "cfg": dataclasses.asdict(cfg),
+         "backend": default_backend()},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -218,7 +222,8 @@ class RunStore:
         return run
 
 
-_SCALARS = ("learning_rate", "lipschitz", "iterations_done", "diverged", "seconds")
+_SCALARS = ("learning_rate", "lipschitz", "iterations_done", "diverged", "seconds",
+            "loop_seconds")
 
 
 def run_to_arrays(run: Run) -> dict[str, np.ndarray]:
@@ -228,6 +233,7 @@ def run_to_arrays(run: Run) -> dict[str, np.ndarray]:
             "config": dataclasses.asdict(run.config),
             "fingerprint": run.fingerprint,
             "stop_reason": run.stop_reason,
+            "backend": run.backend,
             "format": FORMAT_VERSION,
         })),
         "train_indices": run.train_indices, "val_indices": run.val_indices,
@@ -269,7 +275,8 @@ def run_from_arrays(arrays: dict[str, np.ndarray], ds: Dataset, cfg: TrainConfig
         snapshot_history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("snap/")},
         learned_at=arrays["learned_at"], forgetting_events=arrays["forgetting_events"],
         diverged=bool(arrays["diverged"]), stop_reason=meta["stop_reason"],
-        seconds=float(arrays["seconds"]),
+        seconds=float(arrays["seconds"]), loop_seconds=float(arrays["loop_seconds"]),
+        backend=meta["backend"],
         _weights=arrays["weights"], _biases=arrays["biases"], _grad_norms=arrays["grad_norms"],
         _records=records,
     )

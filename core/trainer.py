@@ -40,6 +40,7 @@ from typing import Callable
 
 import numpy as np
 
+from core import kernels
 from core.data import Dataset, stratified_split, stratified_subset
 
 MODELS = ("softmax", "ovr")
@@ -214,7 +215,9 @@ class Run:
     diverged : bool
     stop_reason : str
     seconds : float
-        Training time.
+        Training time, and ``loop_seconds`` of it in the gradient-step loop.
+    backend : str
+        "numba" or "numpy" (see :func:`train`).
     """
 
     config: TrainConfig
@@ -234,6 +237,8 @@ class Run:
     diverged: bool
     stop_reason: str
     seconds: float
+    loop_seconds: float
+    backend: str
     _weights: np.ndarray = field(repr=False)          # (S, K, d)
     _biases: np.ndarray = field(repr=False)           # (S, K)
     _grad_norms: np.ndarray = field(repr=False)       # (S, n)
@@ -392,6 +397,7 @@ def train(
     progress: Callable[[int, int], None] | None = None,
     *,
     progress_interval: float = 0.1,
+    backend: str | None = None,
 ) -> Run:
     """Train ``cfg`` on ``ds`` by full-batch gradient descent from zero weights.
 
@@ -403,6 +409,9 @@ def train(
         Called as ``progress(done, total)`` at least every ``progress_interval``
         seconds and once at the end. It may raise (for example
         :class:`TrainingCancelled`) to abandon the run.
+    backend : {"numba", "numpy"}, optional
+        The compiled fused kernel (default where Numba is installed) or plain
+        numpy matrix products; both compute the same run up to rounding.
 
     Returns
     -------
@@ -419,24 +428,29 @@ def train(
     started = time.perf_counter()
     dtype = np.dtype(cfg.dtype)
     K = ds.n_classes
+    backend = backend or default_backend()
 
     keep, val_idx = stratified_split(ds.y_train, validation_size(ds, cfg.n_val), VALIDATION_SEED)
     train_idx = keep[stratified_subset(ds.y_train[keep], cfg.n_train, cfg.seed)]
-    X = _design(ds.x_train, train_idx, dtype)
     y = np.ascontiguousarray(ds.y_train[train_idx])
-    Xv, yv = _design(ds.x_train, val_idx, dtype), ds.y_train[val_idx]
-    Xt, yt = _design(ds.x_test, np.arange(len(ds.y_test)), dtype), ds.y_test
-    n, d = X.shape
+    X8 = _flat(ds.x_train, train_idx)
+    passes = {
+        "train": _make_pass(backend, X8, y, K, dtype, cfg.model),
+        "val": _make_pass(backend, _flat(ds.x_train, val_idx), ds.y_train[val_idx], K, dtype,
+                          cfg.model),
+        "test": _make_pass(backend, _flat(ds.x_test, np.arange(len(ds.y_test))), ds.y_test, K,
+                           dtype, cfg.model),
+    }
+    n, d = X8.shape
 
-    L = smoothness(X, cfg.model, cfg.l2)
+    L = smoothness_u8(X8, cfg.model, cfg.l2)
     lr = 1.0 / L if cfg.learning_rate == "auto" else float(cfg.learning_rate)
     a = dtype.type(lr)
+    inv_n = dtype.type(1.0 / n)
     T = int(cfg.iterations)
     snaps = snapshot_schedule(T)
     S = len(snaps)
-    forward = _Forward(cfg.model)
-    rows = np.arange(n)
-    x_norm = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)).astype(np.float32)
+    x_norm = np.sqrt(np.einsum("ij,ij->i", X8, X8, dtype=np.float64)) / 255.0
 
     W = np.zeros((K, d), dtype=dtype)
     b = np.zeros(K, dtype=dtype)
@@ -444,11 +458,7 @@ def train(
     weights = np.zeros((S, K, d), dtype=dtype)
     biases = np.zeros((S, K), dtype=dtype)
     grad_norms = np.zeros((S, n), dtype=np.float32)
-    records = {
-        "train": _new_records(S, n),
-        "val": _new_records(S, len(yv)),
-        "test": _new_records(S, len(yt)),
-    }
+    records = {split: _new_records(S, len(p.y)) for split, p in passes.items()}
     snap_hist = {k: np.full(S, np.nan) for k in
                  ("val_loss", "val_acc", "test_loss", "test_acc", "weight_norm", "coef_range")}
     train_loss = np.full(T + 1, np.nan)
@@ -461,22 +471,20 @@ def train(
     def penalty(W_):
         return 0.5 * cfg.l2 * float(np.vdot(W_, W_)) + cfg.l1 * float(np.abs(W_).sum())
 
-    def store(slot: int, t: int, W_, b_, loss_i, probs, pred) -> None:
+    def store(slot: int, W_, b_, out) -> None:
         weights[slot], biases[slot] = W_, b_
         rec = records["train"]
-        rec.loss[slot], rec.pred[slot] = loss_i, pred
-        rec.p_true[slot] = probs[rows, y]
-        probs[rows, y] -= 1.0
-        grad_norms[slot] = np.sqrt(np.einsum("ij,ij->i", probs, probs)) * x_norm
-        probs[rows, y] += 1.0
-        for split, Xs, ys in (("val", Xv, yv), ("test", Xt, yt)):
-            if len(ys) == 0:
+        rec.loss[slot], rec.pred[slot], rec.p_true[slot] = out.loss, out.pred, out.p_true
+        grad_norms[slot] = out.resid * x_norm
+        for split in ("val", "test"):
+            ps = passes[split]
+            if len(ps.y) == 0:
                 continue
-            l_s, p_s, pr_s = forward(Xs @ W_.T + b_, ys, np.arange(len(ys)))
+            o = ps.run(W_, b_, want_grad=False, want_records=True)
             rs = records[split]
-            rs.loss[slot], rs.pred[slot], rs.p_true[slot] = l_s, pr_s, p_s[np.arange(len(ys)), ys]
-            snap_hist[f"{split}_loss"][slot] = float(l_s.mean())
-            snap_hist[f"{split}_acc"][slot] = float((pr_s == ys).mean())
+            rs.loss[slot], rs.pred[slot], rs.p_true[slot] = o.loss, o.pred, o.p_true
+            snap_hist[f"{split}_loss"][slot] = float(o.loss.mean(dtype=np.float64))
+            snap_hist[f"{split}_acc"][slot] = float((o.pred == ps.y).mean())
         snap_hist["weight_norm"][slot] = float(np.linalg.norm(W_))
         snap_hist["coef_range"][slot] = float(W_.max() - W_.min())
 
@@ -484,11 +492,12 @@ def train(
     diverged, stop_reason, done = False, f"Finished all {T:,} iterations.", T
     loss0 = None
     last_report = time.perf_counter()
+    loop_started = last_report
+    train_pass = passes["train"]
     for t in range(T + 1):
-        logits = X @ W.T
-        logits += b
-        loss_i, probs, pred = forward(logits, y, rows)
-        loss = float(loss_i.mean())
+        at_snapshot = slot < S and snaps[slot] == t
+        out = train_pass.run(W, b, want_grad=t < T, want_records=at_snapshot)
+        loss = float(out.loss.mean(dtype=np.float64))
         obj = loss + penalty(W) if (cfg.l2 or cfg.l1) else loss
         if loss0 is None:
             loss0 = obj
@@ -497,19 +506,23 @@ def train(
             stop_reason = _divergence_reason(t, obj, loss0, lr, L)
             W, b = W_prev, b_prev
             break
-        correct = pred == y
+        correct = out.pred == y
         train_loss[t], train_acc[t], objective[t] = loss, float(correct.mean()), obj
         if t > 0:
             # Iteration 0 predicts nothing (all logits equal): counting starts at 1.
             forgets += correct_prev & ~correct
             last_wrong[~correct] = t
             correct_prev = correct
-        if slot < S and snaps[slot] == t:
-            store(slot, t, W, b, loss_i, probs, pred)
+        if at_snapshot:
+            store(slot, W, b, out)
             slot += 1
         if t == T:
             break
-        grad_W, grad_b = _gradient(probs, X, y, rows, W, cfg.l2)
+        grad_W, grad_b = out.grad_W, out.grad_b
+        grad_W *= inv_n
+        grad_b *= inv_n
+        if cfg.l2:
+            grad_W += dtype.type(cfg.l2) * W
         W_prev, b_prev = W, b
         W = W - a * grad_W
         b = b - a * grad_b
@@ -518,14 +531,12 @@ def train(
         if progress is not None and time.perf_counter() - last_report >= progress_interval:
             progress(t + 1, T)
             last_report = time.perf_counter()
+    loop_seconds = time.perf_counter() - loop_started
 
     if diverged:
         # The bad step is dropped; the last good iterate becomes the final snapshot.
-        keep_slots = snaps[:slot] < done
-        slot = int(keep_slots.sum())
-        logits = X @ W.T + b
-        loss_i, probs, pred = forward(logits, y, rows)
-        store(slot, done, W, b, loss_i, probs, pred)
+        slot = int((snaps[:slot] < done).sum())
+        store(slot, W, b, train_pass.run(W, b, want_grad=False, want_records=True))
         snaps = np.append(snaps[:slot], done)
         slot += 1
         S = slot
@@ -553,6 +564,8 @@ def train(
         diverged=diverged,
         stop_reason=stop_reason,
         seconds=time.perf_counter() - started,
+        loop_seconds=loop_seconds,
+        backend=backend,
         _weights=weights[:S].copy(),
         _biases=biases[:S].copy(),
         _grad_norms=grad_norms[:S].copy(),
@@ -561,12 +574,91 @@ def train(
     )
 
 
-def _design(images: np.ndarray, idx: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Rows ``idx`` of ``images`` flattened to (m, d) and scaled to [0, 1]."""
-    flat = images[idx].reshape(len(idx), -1)
-    out = flat.astype(dtype)
-    out *= dtype.type(1.0 / 255.0)
-    return out
+def default_backend() -> str:
+    """"numba" when the compiled kernel is available, else "numpy"."""
+    return "numba" if kernels.AVAILABLE else "numpy"
+
+
+def _flat(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of uint8 ``images`` as a C-contiguous (m, d) uint8 array."""
+    return np.ascontiguousarray(images[idx].reshape(len(idx), -1))
+
+
+class _PassOut:
+    """What one pass over a set of rows yields (see :meth:`_NumpyPass.run`)."""
+
+    __slots__ = ("loss", "pred", "p_true", "resid", "grad_W", "grad_b")
+
+    def __init__(self, loss, pred, p_true=None, resid=None, grad_W=None, grad_b=None):
+        self.loss, self.pred, self.p_true, self.resid = loss, pred, p_true, resid
+        self.grad_W, self.grad_b = grad_W, grad_b
+
+
+class _NumpyPass:
+    """Rows held as floats in [0, 1]; logits and gradient by two matrix products."""
+
+    def __init__(self, X8, y, n_classes, dtype, model):
+        self.X = X8.astype(dtype)
+        self.X *= dtype.type(1.0 / 255.0)
+        self.y = np.ascontiguousarray(y)
+        self.rows = np.arange(len(y))
+        self.forward = _Forward(model)
+
+    def run(self, W, b, want_grad=True, want_records=False) -> _PassOut:
+        """Per-row loss and prediction at (W, b); with ``want_records`` also p(true) and
+        ||p - e_y||; with ``want_grad`` the gradient of the *summed* loss."""
+        logits = self.X @ W.T
+        logits += b
+        loss, probs, pred = self.forward(logits, self.y, self.rows)
+        out = _PassOut(loss, pred)
+        if want_records:
+            out.p_true = probs[self.rows, self.y].copy()
+        probs[self.rows, self.y] -= 1.0
+        if want_records:
+            out.resid = np.sqrt(np.einsum("ij,ij->i", probs, probs))
+        if want_grad:
+            # P - Y stays unscaled: dividing its tiny entries by n would make them subnormal.
+            out.grad_W = probs.T @ self.X
+            out.grad_b = probs.sum(axis=0)
+        return out
+
+
+class _KernelPass:
+    """Rows kept as uint8; one fused compiled pass per call (see :mod:`core.kernels`)."""
+
+    def __init__(self, X8, y, n_classes, dtype, model):
+        self._pass = kernels.Pass(X8, y, n_classes, dtype, model)
+        self.y = self._pass.y
+
+    def run(self, W, b, want_grad=True, want_records=False) -> _PassOut:
+        gW, gb = self._pass.run(W, b, want_grad)
+        p = self._pass
+        return _PassOut(p.loss, p.pred, p.p_true, p.resid, gW, gb)
+
+
+def _make_pass(backend, X8, y, n_classes, dtype, model):
+    if backend == "numba":
+        if not kernels.AVAILABLE:
+            raise ValueError("The numba backend needs the numba package.")
+        return _KernelPass(X8, y, n_classes, dtype, model)
+    if backend == "numpy":
+        return _NumpyPass(X8, y, n_classes, dtype, model)
+    raise ValueError(f"Unknown backend {backend!r}; expected 'numba' or 'numpy'.")
+
+
+def smoothness_u8(X8: np.ndarray, model: str, l2: float = 0.0, block: int = 8192) -> float:
+    """:func:`smoothness` of ``X8 / 255`` without a float copy of all rows at once."""
+    n, d = X8.shape
+    if n <= d:
+        return smoothness(X8.astype(np.float64) / 255.0, model, l2)
+    gram = np.zeros((d + 1, d + 1))
+    for start in range(0, n, block):
+        xb = X8[start:start + block].astype(np.float32)
+        xb *= np.float32(1.0 / 255.0)
+        xb = np.hstack([xb, np.ones((len(xb), 1), dtype=np.float32)])
+        gram += (xb.T @ xb).astype(np.float64)
+    lam = float(np.linalg.eigvalsh(gram)[-1]) / n
+    return (0.5 if model == "softmax" else 0.25) * lam + float(l2)
 
 
 def _new_records(S: int, m: int) -> _Records:

@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from core.data import Dataset, load_digits_dataset
 from core.metrics import first_step_closed_form
+from core import kernels
 from core.trainer import (
     TrainConfig,
     TrainingCancelled,
@@ -19,6 +20,9 @@ from core.trainer import (
     smoothness,
     train,
 )
+
+
+BACKENDS = ["numpy"] + (["numba"] if kernels.AVAILABLE else [])
 
 
 def make_dataset(x, y, x_test=None, y_test=None, n_classes=None) -> Dataset:
@@ -64,13 +68,14 @@ def design(ds: Dataset, run) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("balance", ["balanced", "unbalanced"])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
 @pytest.mark.parametrize("lr", ["auto", 0.7])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_first_step_is_the_closed_form_contrast_of_class_means(
-    digits, unbalanced, model, balance, dtype, tol, lr
+    digits, unbalanced, model, balance, dtype, tol, lr, backend
 ):
     ds = digits if balance == "balanced" else unbalanced
     cfg = TrainConfig(model=model, n_train=300, iterations=3, learning_rate=lr,
                       dtype=dtype, n_val=50)
-    run = train(ds, cfg)
+    run = train(ds, cfg, backend=backend)
     x, y = design(ds, run)
     W1, b1 = first_step_closed_form(x, y, ds.n_classes, run.learning_rate, model)
     got = run.weights(1).reshape(ds.n_classes, -1)
@@ -154,9 +159,10 @@ def test_softmax_weights_sum_to_zero_over_classes_at_every_snapshot(digits, l2):
 
 @pytest.mark.parametrize("model", ["softmax", "ovr"])
 @pytest.mark.parametrize("l1", [0.0, 0.002])
-def test_auto_step_never_increases_the_objective(digits, model, l1):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_step_never_increases_the_objective(digits, model, l1, backend):
     run = train(digits, TrainConfig(model=model, n_train=400, iterations=400, l1=l1,
-                                    dtype="float64", n_val=50))
+                                    dtype="float64", n_val=50), backend=backend)
     obj = run.history["objective"]
     assert obj[-1] < 0.5 * obj[0]
     assert np.diff(obj).max() <= 1e-12 * obj[0]
@@ -188,9 +194,10 @@ def test_smoothness_bounds_the_curvature_along_random_directions(digits):
 
 
 @pytest.mark.parametrize("l2,steps", [(0.05, 20_000), (0.2, 6000)])
-def test_converged_softmax_matches_scikit_learn(digits, l2, steps):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_converged_softmax_matches_scikit_learn(digits, l2, steps, backend):
     cfg = TrainConfig(n_train=120, iterations=steps, l2=l2, dtype="float64", n_val=50)
-    run = train(digits, cfg)
+    run = train(digits, cfg, backend=backend)
     x, y = design(digits, run)
     clf = LogisticRegression(C=1.0 / (l2 * len(y)), tol=1e-12, max_iter=10_000)
     clf.fit(x, y)
@@ -201,10 +208,11 @@ def test_converged_softmax_matches_scikit_learn(digits, l2, steps):
     assert np.abs(run.bias(run.iterations_done) - (clf.intercept_ - clf.intercept_.mean())).max() / scale < 1e-4
 
 
-def test_converged_ovr_matches_per_class_binary_fits(digits):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_converged_ovr_matches_per_class_binary_fits(digits, backend):
     l2 = 0.1
     run = train(digits, TrainConfig(model="ovr", n_train=120, iterations=6000, l2=l2,
-                                    dtype="float64", n_val=50))
+                                    dtype="float64", n_val=50), backend=backend)
     x, y = design(digits, run)
     W = run.weights(run.iterations_done).reshape(10, -1)
     coefs = []
@@ -303,9 +311,11 @@ def test_records_agree_with_the_history_and_with_each_other(digits):
     assert norms[np.argmin(p_true)] > norms[np.argmax(p_true)]
 
 
-def test_learned_at_and_forgetting_events_match_a_brute_force_count(digits):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_learned_at_and_forgetting_events_match_a_brute_force_count(digits, backend):
     T = 50  # every iteration is a snapshot, so predictions are known at each step
-    run = train(digits, TrainConfig(n_train=200, iterations=T, learning_rate=0.15, n_val=50))
+    run = train(digits, TrainConfig(n_train=200, iterations=T, learning_rate=0.15, n_val=50),
+                backend=backend)
     assert list(run.snapshot_iterations) == list(range(T + 1))
     y = digits.y_train[run.train_indices]
     correct = np.stack([run.predictions(t) == y for t in range(T + 1)])
@@ -380,3 +390,19 @@ def test_300_full_data_steps_reach_70_percent_test_accuracy(fashion_dir):
     W1, _ = first_step_closed_form(x, ds.y_train[run.train_indices], 10, run.learning_rate,
                                    "softmax")
     assert np.abs(run.weights(1).reshape(10, -1) - W1).max() < 1e-5
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+@pytest.mark.parametrize("model", ["softmax", "ovr"])
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 2e-4)])
+def test_compiled_kernel_and_numpy_compute_the_same_run(digits, model, dtype, tol):
+    cfg = TrainConfig(model=model, n_train=400, iterations=300, l2=0.001, dtype=dtype, n_val=100)
+    a = train(digits, cfg, backend="numpy")
+    b = train(digits, cfg, backend="numba")
+    scale = np.abs(a._weights).max()
+    assert np.abs(a._weights - b._weights).max() / scale < tol
+    assert np.allclose(a.history["objective"], b.history["objective"], rtol=tol, atol=0)
+    for split in ("train", "val", "test"):
+        assert np.allclose(a._records[split].loss, b._records[split].loss, rtol=tol * 10, atol=tol)
+        assert (a._records[split].pred == b._records[split].pred).mean() > 0.999
+    assert np.allclose(a._grad_norms, b._grad_norms, rtol=tol * 10, atol=tol)
