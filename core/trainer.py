@@ -398,6 +398,7 @@ def train(
     *,
     progress_interval: float = 0.1,
     backend: str | None = None,
+    record: bool = True,
 ) -> Run:
     """Train ``cfg`` on ``ds`` by full-batch gradient descent from zero weights.
 
@@ -412,6 +413,9 @@ def train(
     backend : {"numba", "numpy"}, optional
         The compiled fused kernel (default where Numba is installed) or plain
         numpy matrix products; both compute the same run up to rounding.
+    record : bool
+        False stores only iterations 0 and T and skips the per-example
+        bookkeeping: for measuring what recording costs, not for the app.
 
     Returns
     -------
@@ -448,7 +452,7 @@ def train(
     a = dtype.type(lr)
     inv_n = dtype.type(1.0 / n)
     T = int(cfg.iterations)
-    snaps = snapshot_schedule(T)
+    snaps = snapshot_schedule(T) if record else np.array(sorted({0, T}), dtype=np.int64)
     S = len(snaps)
     x_norm = np.sqrt(np.einsum("ij,ij->i", X8, X8, dtype=np.float64)) / 255.0
 
@@ -508,7 +512,7 @@ def train(
             break
         correct = out.pred == y
         train_loss[t], train_acc[t], objective[t] = loss, float(correct.mean()), obj
-        if t > 0:
+        if t > 0 and record:
             # Iteration 0 predicts nothing (all logits equal): counting starts at 1.
             forgets += correct_prev & ~correct
             last_wrong[~correct] = t

@@ -20,7 +20,6 @@ path (default ``/usr/bin/chromium``). Uses the real Fashion-MNIST (``fashion_dir
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -104,7 +103,9 @@ def chromium() -> Path:
     missing = []
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
         missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium)")
-    if importlib.util.find_spec("playwright") is None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
         missing.append("the playwright Python package (pip install playwright; "
                        "do not run `playwright install`)")
     if missing:
