@@ -48,18 +48,24 @@ def curves(
     y_title: str,
     selected: int | None = None,
     log_y: bool = False,
-    height: int = 220,
     title: str | None = None,
     order: Sequence[str] | None = None,
     y_format: str = ".3g",
 ) -> alt.LayerChart:
-    """Lines of ``data`` (from :func:`frame`) against iteration on a log axis."""
+    """Lines of ``data`` (from :func:`frame`) against iteration on a log axis.
+
+    The legend sits on the right: Streamlit 1.67 takes a bottom or top legend's
+    height out of the plot, which then shrinks to a sliver. The chart keeps
+    Vega-Lite's default plot height for the same reason.
+    """
     order = list(order) if order is not None else list(dict.fromkeys(data["series"]))
+    last = float(data["iteration"].max()) if len(data) else 10.0
     color = alt.Color("series:N", title=None, sort=order,
                       scale=alt.Scale(domain=order, range=PALETTE[: len(order)]),
-                      legend=alt.Legend(orient="bottom"))
+                      legend=alt.Legend(orient="right", labelLimit=160))
     x = alt.X("iteration:Q", title="gradient step (log scale)",
-              scale=alt.Scale(type="log"), axis=alt.Axis(format="~s"))
+              scale=alt.Scale(type="log", domain=[1, max(last, 2.0)], nice=False),
+              axis=alt.Axis(format="~s"))
     y = alt.Y("value:Q", title=y_title,
               scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False))
     tooltip = [alt.Tooltip("series:N", title="series"),
@@ -79,9 +85,9 @@ def curves(
             color="#777777", strokeDash=[4, 3]).encode(
             x="iteration:Q", tooltip=[alt.Tooltip("iteration:Q", title="selected step", format=",")])
         layers.append(rule)
-    chart = alt.layer(*layers).properties(height=height)
+    chart = alt.layer(*layers)
     if title:
-        chart = chart.properties(title=title)
+        chart = chart.properties(title=alt.TitleParams(title, anchor="start"))
     return chart
 
 

@@ -21,6 +21,17 @@ def class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
     return sums / np.maximum(counts, 1.0)[:, None]
 
 
+def class_contrasts(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """``mu_k - mu`` (K, d): each class mean minus the mean of all images.
+
+    The shape of the softmax step-1 weight image on balanced data, and the
+    reference for how typical an example is of its class (for both models:
+    one-vs-rest's step-1 image is dominated by the other classes' mean).
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
+    return class_means(x, y, n_classes) - x.mean(axis=0)
+
+
 def first_step_closed_form(
     x: np.ndarray, y: np.ndarray, n_classes: int, learning_rate: float, model: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +163,8 @@ def trajectory_metrics(run) -> dict[str, np.ndarray]:
 def template_correlation(x: np.ndarray, y: np.ndarray, templates: np.ndarray) -> np.ndarray:
     """Correlation (n,) of each image of ``x`` (n, d) with the template of its own class.
 
-    ``templates`` (K, d) are typically the step-1 weight images: a high value
-    marks a typical member of its class, a low one an atypical member.
+    With ``templates`` from :func:`class_contrasts`, a high value marks a
+    typical member of its class and a low one an atypical member.
     """
     flat = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
     return similarity(flat, np.asarray(templates, dtype=np.float64).reshape(len(templates), -1)[y])

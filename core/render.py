@@ -153,14 +153,15 @@ def thumbnail_grid(
 
 
 def _captioned(rgb: np.ndarray, labels: Sequence[str], scale: int) -> Image.Image:
-    """Thumbnails (R, C, h, w, 3) with one caption line under each."""
+    """Thumbnails (R, C, h, w, 3) with a caption under each; "\n" starts a new line."""
     R, C = rgb.shape[:2]
     font_size = 11
     grid = tile_grid(rgb, scale=scale)
     th = rgb.shape[2] * scale + 2
     tw = rgb.shape[3] * scale + 2
     gap = 4
-    row_h = th + gap + font_size + 4
+    lines = max(len(str(text).split("\n")) for text in labels) if len(labels) else 1
+    row_h = th + gap + lines * (font_size + 3) + 2
     out = Image.new("RGB", (grid.width, R * row_h + gap), BACKGROUND)
     font = _font(font_size)
     draw = ImageDraw.Draw(out)
@@ -171,22 +172,25 @@ def _captioned(rgb: np.ndarray, labels: Sequence[str], scale: int) -> Image.Imag
             i = r * C + c
             if i >= len(labels):
                 break
-            text = _fit(str(labels[i]), font, tw + gap)
             x0 = gap + c * (tw + gap)
-            draw.text((x0 + (tw - font.getlength(text)) / 2, gap + r * row_h + th + 2),
-                      text, fill=TEXT, font=font)
+            for line_no, line in enumerate(str(labels[i]).split("\n")):
+                text = _fit(line, font, tw + gap)
+                y0 = gap + r * row_h + th + 2 + line_no * (font_size + 3)
+                draw.text((x0 + (tw - font.getlength(text)) / 2, y0), text, fill=TEXT, font=font)
     return out
 
 
 def colorbar(vmax: float, *, width: int = 240, height: int = 14, font_size: int = 11) -> Image.Image:
     """Legend for :func:`weight_grid`: the colour ramp from -vmax to +vmax with tick labels."""
-    ramp = diverging_rgb(np.linspace(-vmax, vmax, width)[None, :].repeat(height, axis=0), vmax)
     font = _font(font_size)
-    img = Image.new("RGB", (width + 40, height + font_size + 8), BACKGROUND)
-    img.paste(Image.fromarray(ramp), (20, 0))
+    ticks = [(-vmax, f"{-vmax:+.3g}"), (0.0, "0"), (vmax, f"{vmax:+.3g}")]
+    pad = int(max(font.getlength(text) for _, text in ticks) / 2) + 6
+    ramp = diverging_rgb(np.linspace(-vmax, vmax, width)[None, :].repeat(height, axis=0), vmax)
+    img = Image.new("RGB", (width + 2 * pad, height + font_size + 8), BACKGROUND)
+    img.paste(Image.fromarray(ramp), (pad, 0))
     draw = ImageDraw.Draw(img)
-    for value, x in ((-vmax, 20), (0.0, 20 + width / 2), (vmax, 20 + width)):
-        text = f"{value:+.3g}" if value else "0"
+    for value, text in ticks:
+        x = pad + (value / vmax + 1) / 2 * (width - 1)
         draw.text((x - font.getlength(text) / 2, height + 3), text, fill=TEXT, font=font)
     return img
 

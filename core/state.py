@@ -326,11 +326,17 @@ def weight_images(
     vmax = render.symmetric_limit(images) if vmax is None else vmax
     img = render.weight_grid(images, vmax=vmax, scale=scale,
                              col_labels=col_labels, row_labels=row_labels)
-    st.image(render.to_png(img), caption=caption, output_format="PNG")
+    show_png(img, caption=caption)
     if legend:
-        st.image(render.to_png(render.colorbar(vmax)), output_format="PNG",
+        show_png(render.colorbar(vmax),
                  caption="weight: purple negative, white zero, orange positive")
     return vmax
+
+
+def show_png(img, caption: str | None = None) -> None:
+    """A PIL image as PNG at its own pixel width: never upscaled (blurry), shrunk only
+    if the column is narrower."""
+    st.image(render.to_png(img), caption=caption, output_format="PNG", width=img.width)
 
 
 def thumbnails(images: np.ndarray, labels: Sequence[str] | None = None, *,
@@ -340,7 +346,7 @@ def thumbnails(images: np.ndarray, labels: Sequence[str] | None = None, *,
         st.caption("No examples.")
         return
     img = render.thumbnail_grid(images, ncols=ncols, scale=scale, labels=labels)
-    st.image(render.to_png(img), caption=caption, output_format="PNG")
+    show_png(img, caption=caption)
 
 
 def pick_scale(image_shape: tuple[int, int], target: int = 84) -> int:
@@ -368,8 +374,8 @@ def _trajectory(key: str, _run: Run, _ds: Dataset) -> dict[str, np.ndarray]:
     out = metrics.trajectory_metrics(_run)
     x = _ds.x_train[_run.train_indices].reshape(len(_run.train_indices), -1) / 255.0
     y = _ds.y_train[_run.train_indices]
-    one = _run.nearest_snapshot(1)
-    out["example_typicality"] = metrics.template_correlation(x, y, _run.weights(one))
+    templates = metrics.class_contrasts(x, y, _ds.n_classes)
+    out["example_typicality"] = metrics.template_correlation(x, y, templates)
     out["typicality"] = metrics.gradient_typicality(_run, out["example_typicality"])
     return out
 
@@ -398,16 +404,24 @@ def evolution_gif(run: Run) -> bytes:
 
 
 def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str], *,
-                scale: int = 3, caption: str | None = None) -> None:
+                scale: int = 3, caption: str | None = None,
+                extra: Sequence[tuple[str, np.ndarray]] = ()) -> None:
     """Rows of class weight images (label, (K, H, W)), each row on its own symmetric scale.
 
     Weights grow over training, so one scale for all rows would leave the early
     rows blank; the row label states each row's scale (its largest |weight|).
+    ``extra`` rows of uint8 grayscale images (label, (K, H, W)) are drawn in gray
+    below, aligned with the weight images (class means, for example).
     """
-    stack = np.stack([np.asarray(w, dtype=np.float64) for _, w in rows])
-    limits = np.array([render.symmetric_limit(w) for w in stack])
-    labels = [f"{label} (±{lim:.2g})" for (label, _), lim in zip(rows, limits)]
-    weight_images(stack / limits[:, None, None, None], vmax=1.0, col_labels=class_names,
-                  row_labels=labels, scale=scale, legend=False,
-                  caption=caption or "Each row on its own scale, ± its largest |weight|: "
+    tiles, labels = [], []
+    for label, w in rows:
+        lim = render.symmetric_limit(w)
+        tiles.append(render.diverging_rgb(np.asarray(w, dtype=np.float64), lim))
+        labels.append(f"{label} (±{lim:.2g})")
+    for label, images in extra:
+        tiles.append(render.gray_rgb(images))
+        labels.append(label)
+    img = render.tile_grid(np.stack(tiles), scale=scale, col_labels=class_names,
+                           row_labels=labels)
+    show_png(img, caption=caption or "Each weight row on its own scale, ± its largest |weight|: "
                                      "orange positive, purple negative, white zero.")

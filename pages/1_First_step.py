@@ -50,12 +50,13 @@ st.caption("In both models the gradient of one example is (p - y) x: its predict
            "subtracted: (sigma(theta^T x) - y) x.")
 
 scale = state.pick_scale(ds.image_shape)
-vmax = state.weight_images(
-    np.stack([run.weights(1), W1.reshape(K, *ds.image_shape)]),
-    col_labels=ds.class_names, row_labels=["trained", "closed form"], scale=scale)
-state.thumbnails(np.clip(means * 255, 0, 255).astype(np.uint8).reshape(K, *ds.image_shape),
-                 labels=[f"mean of {c}" for c in ds.class_names], ncols=K, scale=scale,
-                 caption="Class-mean images of the training subset")
+mean_images = np.clip(means * 255, 0, 255).astype(np.uint8).reshape(K, *ds.image_shape)
+state.weight_rows(
+    [("trained", run.weights(1)), ("closed form", W1.reshape(K, *ds.image_shape))],
+    ds.class_names, scale=scale, extra=[("class mean", mean_images)],
+    caption="Row 1: the weights after one gradient step of this run. Row 2: the formula "
+            "above, from the class sums alone. Row 3: the class-mean images. Orange "
+            "positive, purple negative, white zero.")
 
 st.subheader("The numerical proof")
 st.markdown(
@@ -76,21 +77,21 @@ cls = st.selectbox("Class", range(K), format_func=lambda k: ds.class_names[k],
                    key=page.view_key("cls", 0, choices=range(K)))
 page.set_view(cls=cls)
 members = np.flatnonzero(y == cls)
-template = W1[cls]
-order = metrics.typical_examples(x[members], template, len(members))
+template = metrics.class_contrasts(x, y, K)[cls]
+corr = metrics.similarity(x[members], np.broadcast_to(template, x[members].shape))
+order = np.argsort(-corr, kind="stable")
 images = ds.x_train[run.train_indices][members]
-st.markdown(f"The {ds.class_names[cls]} images of the training subset most and least like "
-            f"the step-1 template (correlation with it). The template is their average minus "
-            f"the average of everything, so typical images match it best.")
-left, right = st.columns([1, 3])
+st.markdown(
+    f"The {ds.class_names[cls]} images of the training subset that correlate most and least "
+    f"with the class's contrast image: its mean minus the mean of all images (the softmax "
+    f"step-1 image on balanced data). Typical images match it; the least typical ones are "
+    f"the examples the later steps will have to work hardest on.")
+left, right = st.columns([1, 4])
 with left:
-    state.weight_images(template.reshape(1, *ds.image_shape), col_labels=["step 1"],
-                        scale=scale * 2, vmax=vmax, legend=False)
+    state.weight_images(template.reshape(1, *ds.image_shape), col_labels=["mean - all"],
+                        scale=scale + 1, legend=False)
 with right:
-    corr = metrics.similarity(x[members], np.broadcast_to(template, x[members].shape))
-    top = order[:10]
-    state.thumbnails(images[top], [f"r={corr[i]:.2f}" for i in top], scale=scale,
-                     caption="Most typical")
-    bottom = order[::-1][:10]
-    state.thumbnails(images[bottom], [f"r={corr[i]:.2f}" for i in bottom], scale=scale,
-                     caption="Least typical: these will be learned last")
+    state.thumbnails(images[order[:10]], [f"r={corr[i]:.2f}" for i in order[:10]],
+                     scale=max(2, scale - 1), caption="Most typical")
+    state.thumbnails(images[order[::-1][:10]], [f"r={corr[i]:.2f}" for i in order[::-1][:10]],
+                     scale=max(2, scale - 1), caption="Least typical")

@@ -32,22 +32,19 @@ c3.metric("Similarity to step 1", f"{traj['similarity_mean'][slot]:.2f}",
 c4.metric("Roughness", f"{traj['roughness_mean'][slot]:.2f}",
           help="Total variation of the weight image divided by its L1 norm (mean over "
                "classes): about 0.5 for a smooth silhouette, higher for noise.")
-c5.metric("Gradient share of top 10 %", f"{traj['concentration'][slot]:.0%}",
+c5.metric("Top-10 % gradient share", f"{traj['concentration'][slot]:.0%}",
           help="Share of the summed per-example gradient norm ||p - y|| ||x|| carried by the "
                "10 % of training examples with the largest one. 10 % means every example "
                "pulls equally.")
 
 st.subheader(f"Weight images at step {t:,}")
-state.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale + 1)
+state.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale)
 
-left, right = st.columns([3, 2])
-with left:
-    st.subheader("Every class over training")
-    rows = [s for s in state.one_two_five(run.iterations_done) if s in its]
-    state.weight_rows([(f"{s:,}", run.weights(s)) for s in rows], ds.class_names,
-                      scale=max(1, scale - 1))
-with right:
-    st.subheader("Play the evolution")
+st.subheader("Every class over training")
+rows = [s for s in state.one_two_five(run.iterations_done) if s in its]
+state.weight_rows([(f"{s:,}", run.weights(s)) for s in rows], ds.class_names,
+                  scale=max(2, scale - 1))
+with st.expander("Play the evolution", expanded=False):
     st.image(state.evolution_gif(run), caption="All classes at every stored snapshot, each "
              "frame on its own symmetric scale.")
 
@@ -79,7 +76,7 @@ st.altair_chart(charts.curves(crange, y_title="coefficient range (weight units)"
                               title="Coefficient range", log_y=True), width="stretch")
 st.caption(
     "Typicality of what pulls: the gradient-weighted mean correlation of each training image "
-    "with its own class's step-1 template. It falls as typical examples are learned and stop "
+    "with its own class's contrast image (class mean minus the mean of all images). It falls as typical examples are learned and stop "
     "pulling, leaving the gradient to atypical ones.")
 
 st.subheader(f"The examples that carry the gradient at step {t:,}")
@@ -94,5 +91,5 @@ st.markdown(
     f"{traj['example_typicality'].mean():.2f} for all training images.")
 state.thumbnails(
     ds.x_train[run.train_indices][top],
-    [f"{ds.class_names[y[i]][:8]}→{ds.class_names[pred[i]][:8]}" for i in top],
-    scale=scale, caption="true class → predicted class")
+    [f"{ds.class_names[y[i]]}\nas {ds.class_names[pred[i]]}" for i in top],
+    scale=scale, caption="true class, and the class predicted at this step")

@@ -37,41 +37,42 @@ for label, run in runs.items():
     w_final = run.weights(final)
     images[label] = w_final
     rows.append({
-        "run": label, "stopped at step": final,
-        "train accuracy": run.history["train_acc"][final],
-        "validation accuracy": run.snapshot_history["val_acc"][s_final],
-        "test accuracy": run.snapshot_history["test_acc"][s_final],
-        "train - validation accuracy": run.history["train_acc"][final]
+        "run": label, "step": final,
+        "train acc": run.history["train_acc"][final],
+        "val acc": run.snapshot_history["val_acc"][s_final],
+        "test acc": run.snapshot_history["test_acc"][s_final],
+        "gap": run.history["train_acc"][final]
         - run.snapshot_history["val_acc"][s_final],
-        "validation loss": run.snapshot_history["val_loss"][s_final],
-        "best validation loss": float(np.nanmin(run.snapshot_history["val_loss"])),
-        "at step": run.best_iteration(),
+        "val loss": run.snapshot_history["val_loss"][s_final],
+        "best val loss": float(np.nanmin(run.snapshot_history["val_loss"])),
+        "best at": run.best_iteration(),
         "roughness": float(metrics.roughness(w_final).mean()),
-        "zero weights": float((w_final == 0).mean()),
+        "zeros": float((w_final == 0).mean()),
     })
 s_best = int(np.searchsorted(base.snapshot_iterations, best))
 images["early stopping"] = base.weights(best)
 rows.append({
-    "run": "early stopping", "stopped at step": best,
-    "train accuracy": base.history["train_acc"][best],
-    "validation accuracy": base.snapshot_history["val_acc"][s_best],
-    "test accuracy": base.snapshot_history["test_acc"][s_best],
-    "train - validation accuracy": base.history["train_acc"][best]
+    "run": "early stopping", "step": best,
+    "train acc": base.history["train_acc"][best],
+    "val acc": base.snapshot_history["val_acc"][s_best],
+    "test acc": base.snapshot_history["test_acc"][s_best],
+    "gap": base.history["train_acc"][best]
     - base.snapshot_history["val_acc"][s_best],
-    "validation loss": base.snapshot_history["val_loss"][s_best],
-    "best validation loss": base.snapshot_history["val_loss"][s_best],
-    "at step": best,
+    "val loss": base.snapshot_history["val_loss"][s_best],
+    "best val loss": base.snapshot_history["val_loss"][s_best],
+    "best at": best,
     "roughness": float(metrics.roughness(base.weights(best)).mean()),
-    "zero weights": float((base.weights(best) == 0).mean()),
+    "zeros": float((base.weights(best) == 0).mean()),
 })
 table = pd.DataFrame(rows)
 st.dataframe(
     table, hide_index=True,
     column_config={
         c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
-        if c not in ("run", "stopped at step", "at step")
+        if c not in ("run", "step", "best at")
     })
 st.caption(
+    "gap = train acc - val acc; zeros = share of weights exactly zero. "
     "Early stopping is the unpenalised run at the stored snapshot with the lowest validation "
     "loss (the validation images are held out from the training split; the test split never "
     "chooses anything). Roughness: total variation / L1 norm of the weight images, mean over "
@@ -92,7 +93,7 @@ gap = charts.frame({
     label: (run.snapshot_iterations,
             run.history["train_acc"][run.snapshot_iterations] - run.snapshot_history["val_acc"])
     for label, run in runs.items()})
-st.altair_chart(charts.curves(gap, y_title="train - validation accuracy",
+st.altair_chart(charts.curves(gap, y_title="gap",
                               title="Generalisation gap", selected=best), width="stretch")
 
 st.subheader("Weight images")

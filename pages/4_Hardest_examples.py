@@ -45,9 +45,9 @@ st.markdown(
 scale = state.pick_scale(ds.image_shape)
 state.thumbnails(
     ds.x_train[idx][shown],
-    [f"{ds.class_names[labels[i]][:7]}→{ds.class_names[pred[i]][:7]} {p_true[i]:.2f}"
+    [f"{ds.class_names[labels[i]]}\nas {ds.class_names[pred[i]]}\np={p_true[i]:.3f}"
      for i in shown],
-    scale=scale, caption="true → predicted, p(true)")
+    scale=scale, caption="true class, predicted class, p(true class)")
 
 st.subheader("One example")
 choice = st.selectbox(
@@ -66,7 +66,7 @@ rows = [y_i] + ([int(pred[i])] if pred[i] != y_i else [])
 
 left, right = st.columns([1, 2])
 with left:
-    state.thumbnails(image[None], [ds.class_names[y_i]], ncols=1, scale=scale * 2)
+    state.thumbnails(image[None], [ds.class_names[y_i]], ncols=1, scale=scale + 1)
     if split == "train":
         learned = int(run.learned_at[i])
         st.markdown(
@@ -82,7 +82,7 @@ with right:
     both = np.stack([pairs[:, 0] / max(vmax_w, 1e-30), pairs[:, 1] / max(vmax_c, 1e-30)], axis=1)
     state.weight_images(
         both, vmax=1.0, col_labels=["weight image", "this example's pull"],
-        row_labels=[ds.class_names[k] for k in rows], scale=scale * 2, legend=False,
+        row_labels=[ds.class_names[k] for k in rows], scale=scale + 1, legend=False,
         caption=f"Left: the class's weight image at step {t:,}. Right: this example's descent "
                 "contribution −(p − y)x to it (true class: (1 − p) x, pulls towards the image; "
                 "predicted class: −p x, pushes away). Each column scaled to its own maximum.")
