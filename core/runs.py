@@ -261,7 +261,7 @@ def run_from_arrays(arrays: dict[str, np.ndarray], ds: Dataset, cfg: TrainConfig
             or meta.get("config") != dataclasses.asdict(cfg):
         raise ValueError("cached run belongs to other data, settings or format")
     records = {}
-    for split in ("train", "val", "test"):
+    for split in ("train", "val"):
         records[split] = _Records(arrays[f"rec/{split}/loss"], arrays[f"rec/{split}/p_true"],
                                   arrays[f"rec/{split}/pred"])
     return Run(

@@ -204,8 +204,9 @@ class Run:
         ``train_loss``, ``train_acc``, ``objective``: (iterations_done + 1,) at every iteration.
     snapshot_iterations : ndarray (S,)
     snapshot_history : dict of ndarray
-        ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``, ``weight_norm``,
-        ``coef_range``: (S,) at every snapshot.
+        ``val_loss``, ``val_acc``, ``weight_norm``, ``coef_range``: (S,) at every
+        snapshot; ``test_loss``, ``test_acc``: (S,), NaN except at the last
+        snapshot and at :meth:`best_iteration` (the test split only reports).
     learned_at : ndarray (n,)
         First iteration from which each training example stays correctly
         classified to the end, or -1 if it is wrong at the end.
@@ -462,7 +463,7 @@ def train(
     weights = np.zeros((S, K, d), dtype=dtype)
     biases = np.zeros((S, K), dtype=dtype)
     grad_norms = np.zeros((S, n), dtype=np.float32)
-    records = {split: _new_records(S, len(p.y)) for split, p in passes.items()}
+    records = {split: _new_records(S, len(passes[split].y)) for split in ("train", "val")}
     snap_hist = {k: np.full(S, np.nan) for k in
                  ("val_loss", "val_acc", "test_loss", "test_acc", "weight_norm", "coef_range")}
     train_loss = np.full(T + 1, np.nan)
@@ -475,20 +476,22 @@ def train(
     def penalty(W_):
         return 0.5 * cfg.l2 * float(np.vdot(W_, W_)) + cfg.l1 * float(np.abs(W_).sum())
 
+    def evaluate(split: str, slot: int, W_, b_):
+        ps = passes[split]
+        o = ps.run(W_, b_, want_grad=False, want_records=True)
+        snap_hist[f"{split}_loss"][slot] = float(o.loss.mean(dtype=np.float64))
+        snap_hist[f"{split}_acc"][slot] = float((o.pred == ps.y).mean())
+        return o
+
     def store(slot: int, W_, b_, out) -> None:
         weights[slot], biases[slot] = W_, b_
         rec = records["train"]
         rec.loss[slot], rec.pred[slot], rec.p_true[slot] = out.loss, out.pred, out.p_true
         grad_norms[slot] = out.resid * x_norm
-        for split in ("val", "test"):
-            ps = passes[split]
-            if len(ps.y) == 0:
-                continue
-            o = ps.run(W_, b_, want_grad=False, want_records=True)
-            rs = records[split]
+        if len(passes["val"].y):
+            o = evaluate("val", slot, W_, b_)
+            rs = records["val"]
             rs.loss[slot], rs.pred[slot], rs.p_true[slot] = o.loss, o.pred, o.p_true
-            snap_hist[f"{split}_loss"][slot] = float(o.loss.mean(dtype=np.float64))
-            snap_hist[f"{split}_acc"][slot] = float((o.pred == ps.y).mean())
         snap_hist["weight_norm"][slot] = float(np.linalg.norm(W_))
         snap_hist["coef_range"][slot] = float(W_.max() - W_.min())
 
@@ -547,6 +550,13 @@ def train(
     if progress is not None:
         progress(T if not diverged else done, T)
 
+    # The test split is only reported: at the end and at the early-stopping snapshot,
+    # never used to choose anything (and not evaluated at every snapshot, to save time).
+    best = int(np.nanargmin(snap_hist["val_loss"][:S])) if np.isfinite(
+        snap_hist["val_loss"][:S]).any() else S - 1
+    for s_ in {best, S - 1}:
+        if len(passes["test"].y):
+            evaluate("test", s_, weights[s_], biases[s_])
     learned_at = np.where(last_wrong < done, last_wrong + 1, -1)
     learned_at[~correct_prev] = -1
     return Run(

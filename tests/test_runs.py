@@ -28,7 +28,7 @@ def assert_same_run(a: Run, b: Run) -> None:
         assert np.array_equal(a.history[k], b.history[k])
     for k in a.snapshot_history:
         assert np.array_equal(a.snapshot_history[k], b.snapshot_history[k], equal_nan=True)
-    for split in ("train", "val", "test"):
+    for split in ("train", "val"):
         assert np.array_equal(a.example_losses(5, split), b.example_losses(5, split))
     assert (a.learning_rate, a.lipschitz, a.stop_reason, a.iterations_done) == \
         (b.learning_rate, b.lipschitz, b.stop_reason, b.iterations_done)

@@ -1,0 +1,1 @@
+"""Benchmark package: run ``python -m bench`` (see __main__)."""

@@ -1,0 +1,315 @@
+"""Weightscope's benchmark: the trainer against this machine's limits and its peers.
+
+Run ``python -m bench`` (full, several minutes) or ``python -m bench --quick``
+(small sizes, for CI). Every figure is a median of repetitions with its range,
+measured in this one process, so ratios compare like with like. Writes
+``bench.json`` and ``bench.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import kernels  # noqa: E402
+from core.data import load_dataset, stratified_split  # noqa: E402
+from core.settings import PRESETS  # noqa: E402
+from core.trainer import TrainConfig, VALIDATION_SEED, train  # noqa: E402
+
+K, D = 10, 784
+
+
+def timed(fn, reps: int) -> dict:
+    """Median, min and max seconds of ``reps`` calls of ``fn`` (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "reps": reps}
+
+
+def scaled(stat: dict, factor: float) -> dict:
+    return {k: (v * factor if k != "reps" else v) for k, v in stat.items()}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.date.today().isoformat(), "python": platform.python_version(),
+        "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+        "numpy": np.__version__,
+        "numba": getattr(sys.modules.get("numba"), "__version__", "not installed"),
+        "kernel_threads": kernels.threads(),
+    }
+
+
+def sgemm_rate(reps: int, size: int = 2048) -> dict:
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    b = np.random.default_rng(1).random((size, size), dtype=np.float32)
+    stat = timed(lambda: a @ b, reps)
+    flops = 2.0 * size**3
+    return {"gflops": flops / stat["median"] / 1e9, "seconds": stat}
+
+
+def stream_rate(reps: int, mbytes: int = 188) -> dict:
+    x = np.ones(mbytes * (1 << 20) // 4, dtype=np.float32)
+    stat = timed(lambda: x.sum(), reps)
+    return {"gbytes_per_s": x.nbytes / stat["median"] / 1e9, "seconds": stat}
+
+
+def textbook_step(X: np.ndarray, y: np.ndarray, lr: float):
+    """The textbook numpy loop: two products, a softmax with temporaries."""
+    n = len(y)
+    W = np.zeros((K, X.shape[1]), dtype=X.dtype)
+    b = np.zeros(K, dtype=X.dtype)
+    Y = np.eye(K, dtype=X.dtype)[y]
+
+    def step():
+        nonlocal W, b
+        Z = X @ W.T + b
+        Z = Z - Z.max(axis=1, keepdims=True)
+        P = np.exp(Z)
+        P /= P.sum(axis=1, keepdims=True)
+        G = (P - Y) / n
+        W = W - lr * (G.T @ X)
+        b = b - lr * G.sum(axis=0)
+
+    return step
+
+
+def torch_step(X: np.ndarray, y: np.ndarray, lr: float):
+    import torch
+
+    Xt = torch.from_numpy(X)
+    yt = torch.from_numpy(y)
+    W = torch.zeros((K, X.shape[1]), dtype=Xt.dtype)
+    b = torch.zeros(K, dtype=Xt.dtype)
+    Y = torch.nn.functional.one_hot(yt, K).to(Xt.dtype)
+
+    def step():
+        nonlocal W, b
+        P = torch.softmax(Xt @ W.T + b, dim=1)
+        G = (P - Y) / len(y)
+        W = W - lr * (G.T @ Xt)
+        b = b - lr * G.sum(0)
+
+    return step
+
+
+def trainer_rows(ds, sizes, reps, floor_of) -> list[dict]:
+    rows = []
+    keep, _ = stratified_split(ds.y_train, 10_000, VALIDATION_SEED)
+    for n, steps in sizes:
+        X = (ds.x_train[keep[:n]].reshape(n, -1) / np.float32(255)).astype(np.float32)
+        y = ds.y_train[keep[:n]]
+        cfg = TrainConfig(n_train=n, iterations=steps)
+        row = {"n": n, "steps": steps, "floor_ms": floor_of(n) * 1e3}
+        for backend in ("numba", "numpy") if kernels.AVAILABLE else ("numpy",):
+            loops, bare = [], []
+            train(ds, cfg.replace(iterations=2), backend=backend)  # compile, warm caches
+            primary = backend == ("numba" if kernels.AVAILABLE else "numpy")
+            for _ in range(reps):
+                loops.append(train(ds, cfg, backend=backend).loop_seconds / steps)
+                if primary:
+                    bare.append(train(ds, cfg, backend=backend, record=False).loop_seconds / steps)
+            row[backend] = {
+                "ms_per_step": statistics.median(loops) * 1e3,
+                "range_ms": [min(loops) * 1e3, max(loops) * 1e3],
+            }
+            if primary:
+                row[backend]["ms_per_step_no_records"] = statistics.median(bare) * 1e3
+                row[backend]["records_overhead"] = \
+                    statistics.median(loops) / statistics.median(bare) - 1
+        tb = timed(textbook_step(X, y, 0.01), reps * 3 if n <= 10_000 else reps)
+        row["textbook_ms"] = tb["median"] * 1e3
+        try:
+            ts = timed(torch_step(X, y, 0.01), reps)
+            row["torch_ms"] = ts["median"] * 1e3
+        except ImportError:
+            row["torch_ms"] = None
+        rows.append(row)
+    return rows
+
+
+def sklearn_rows(ds, n: int, max_iter: int) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    keep, _ = stratified_split(ds.y_train, 10_000, VALIDATION_SEED)
+    idx = keep[:n]
+    X = ds.x_train[idx].reshape(len(idx), -1) / 255.0
+    Xt = ds.x_test.reshape(len(ds.y_test), -1) / 255.0
+    clf = LogisticRegression(max_iter=max_iter, tol=1e-6)
+    t0 = time.perf_counter()
+    clf.fit(X, ds.y_train[idx])
+    seconds = time.perf_counter() - t0
+    iters = int(np.max(clf.n_iter_))
+    return {"n": n, "iterations": iters, "seconds": seconds,
+            "ms_per_iteration": seconds / iters * 1e3,
+            "test_accuracy": float(clf.score(Xt, ds.y_test)), "C": 1.0}
+
+
+def peak_memory(n: int, steps: int) -> dict:
+    code = (
+        "import resource, sys; sys.path.insert(0, %r)\n"
+        "from core.data import load_dataset\n"
+        "from core.trainer import TrainConfig, train\n"
+        "ds = load_dataset('fashion-mnist')\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "run = train(ds, TrainConfig(n_train=%d, iterations=%d))\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(base, peak, run.nbytes)\n" % (str(ROOT), n, steps)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    base, peak, run_bytes = (int(v) for v in out.stdout.split()[-3:])
+    return {"n": n, "steps": steps, "peak_rss_mb": peak / 1024, "after_load_rss_mb": base / 1024,
+            "run_record_mb": run_bytes / 2**20}
+
+
+def page_times(presets, reps: int) -> list[dict]:
+    """First render of every page per preset (training included) and a cached rerun."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["WEIGHTSCOPE_RUN_CACHE"] = "off"
+    pages = ["app.py"] + sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
+    rows = []
+    for title, params in presets:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        for page in pages:
+            at = AppTest.from_file(str(ROOT / page), default_timeout=900)
+            for k, v in params.items():
+                at.query_params[k] = v
+            t0 = time.perf_counter()
+            at.run()
+            first = time.perf_counter() - t0
+            ok = not at.exception and not at.error
+            reruns = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                at.run()
+                reruns.append(time.perf_counter() - t0)
+            rows.append({"preset": title, "page": page, "first_s": first,
+                         "rerun_s": statistics.median(reruns), "ok": bool(ok)})
+    return rows
+
+
+def preset_params(preset) -> dict[str, str]:
+    from core.settings import to_params
+
+    params = to_params(preset.settings, "")
+    params.pop("data")
+    return params
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"Benchmark of {m['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
+        f"numpy {m['numpy']}, numba {m['numba']} ({m['kernel_threads']} kernel threads)"
+        f"{' [quick mode]' if result['quick'] else ''}.",
+        "",
+        f"Machine: SGEMM {result['sgemm']['gflops']:.0f} GFLOP/s, streaming read "
+        f"{result['stream']['gbytes_per_s']:.1f} GB/s. Floor per step = max(4 n d K / SGEMM, "
+        "bytes of float32 X / read rate).",
+        "",
+        "| images | floor ms | Weightscope ms/step (range) | x floor | steps/s | records overhead "
+        "| numpy backend ms | textbook numpy ms | PyTorch ms | speed-up vs textbook |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["trainer"]:
+        best = r.get("numba") or r["numpy"]
+        torch = f"{r['torch_ms']:.2f}" if r["torch_ms"] else "not importable"
+        lines.append(
+            f"| {r['n']:,} | {r['floor_ms']:.2f} | {best['ms_per_step']:.3f} "
+            f"({best['range_ms'][0]:.3f} to {best['range_ms'][1]:.3f}) | "
+            f"{best['ms_per_step'] / r['floor_ms']:.2f} | {1e3 / best['ms_per_step']:,.0f} | "
+            f"{best['records_overhead']:+.0%} | {r['numpy']['ms_per_step']:.3f} | "
+            f"{r['textbook_ms']:.3f} | {torch} | {r['textbook_ms'] / best['ms_per_step']:.1f}x |")
+    sk = result.get("sklearn")
+    if sk:
+        lines += ["", f"scikit-learn lbfgs on {sk['n']:,} images (float64, C = 1): "
+                      f"{sk['ms_per_iteration']:.0f} ms per iteration, {sk['iterations']} iterations, "
+                      f"test accuracy {sk['test_accuracy']:.4f} (Fashion-MNIST benchmark: 0.836 to "
+                      "0.842)."]
+    mem = result["memory"]
+    lines += ["", f"Peak memory of a {mem['n']:,}-image run of {mem['steps']:,} steps with all "
+                  f"its records: {mem['peak_rss_mb']:.0f} MB resident ({mem['after_load_rss_mb']:.0f} "
+                  f"MB after loading the data; the run's records {mem['run_record_mb']:.1f} MB)."]
+    if result.get("pages"):
+        lines += ["", "| preset | page | first render s | cached rerun s | ok |", "|---|---|---|---|---|"]
+        for p in result["pages"]:
+            lines.append(f"| {p['preset']} | {p['page']} | {p['first_s']:.2f} | {p['rerun_s']:.3f} "
+                         f"| {'yes' if p['ok'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    ap.add_argument("--reps", type=int, default=None)
+    args = ap.parse_args(argv)
+    reps = args.reps or (2 if args.quick else 5)
+    ds = load_dataset("fashion-mnist")
+    result = {"quick": args.quick, "machine": machine(), "data": ds.source}
+    print("machine:", result["machine"], flush=True)
+    result["sgemm"] = sgemm_rate(reps)
+    result["stream"] = stream_rate(reps)
+    sgemm = result["sgemm"]["gflops"] * 1e9
+    stream = result["stream"]["gbytes_per_s"] * 1e9
+
+    def floor_of(n: int) -> float:
+        return max(4.0 * n * D * K / sgemm, n * D * 4 / stream)
+
+    # Steps per size: long enough that the ~75 snapshots are spread as in real use.
+    sizes = [(1000, 2000), (2000, 500)] if args.quick else \
+        [(1000, 10_000), (10_000, 1000), (50_000, 300)]
+    if ds.is_fallback:
+        sizes = [(1000, 100)]
+    result["trainer"] = trainer_rows(ds, sizes, min(reps, 3), floor_of)
+    print(json.dumps(result["trainer"], indent=1), flush=True)
+    if not ds.is_fallback:
+        result["sklearn"] = sklearn_rows(ds, 2000 if args.quick else 50_000,
+                                         20 if args.quick else 2000)
+        print("sklearn:", result["sklearn"], flush=True)
+    result["memory"] = peak_memory(*((2000, 100) if args.quick or ds.is_fallback else (50_000, 1000)))
+    print("memory:", result["memory"], flush=True)
+    if args.quick:
+        presets = [("quick digits", {"ds": "digits", "n": "300", "T": "100"})]
+    else:
+        presets = [(p.title, preset_params(p)) for p in PRESETS]
+    result["pages"] = page_times(presets, reps=3)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(result, indent=1))
+    table = markdown(result)
+    (args.out / "bench.md").write_text(table)
+    print(table)
+    failed = [p for p in result["pages"] if not p["ok"]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
