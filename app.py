@@ -27,15 +27,23 @@ for col, (target, label) in zip(cols, [
     ("pages/3_Overfitting.py", "Overfitting and regularization"),
     ("pages/4_Hardest_examples.py", "Hardest examples"),
 ]):
-    col.page_link(target, label=label, icon="➡️")
+    # The current settings travel along: query parameters do not survive a page
+    # change by themselves in this multipage mode.
+    col.page_link(target, label=label, icon="➡️",
+                  query_params=S.to_params(page.settings, ds.fingerprint))
 
 st.subheader("Presets")
 st.caption("Each preset is a link: open it, bookmark it, or send it to a colleague.")
+PAGE_FILES = {"First_step": "pages/1_First_step.py", "Trajectory": "pages/2_Trajectory.py",
+              "Overfitting": "pages/3_Overfitting.py",
+              "Hardest_examples": "pages/4_Hardest_examples.py"}
 for preset in S.PRESETS:
     if preset.settings.dataset not in state.available_datasets():
         continue
-    url = S.link(preset.page, preset.settings, ds.fingerprint)
-    st.markdown(f"[**{preset.title}**]({url}): {preset.blurb}")
+    left, right = st.columns([1, 3])
+    left.page_link(PAGE_FILES[preset.page], label=f"**{preset.title}**", icon="▶️",
+                   query_params=S.to_params(preset.settings, ds.fingerprint))
+    right.markdown(preset.blurb)
 
 st.subheader("The current run")
 run = page.run(label="the current settings")
@@ -50,11 +58,15 @@ scale = state.pick_scale(ds.image_shape)
 st.markdown(f"**Weight images after step 1 and after step {final:,}**")
 state.weight_rows([("step 1", run.weights(1)), (f"step {final:,}", run.weights(final))],
                   ds.class_names, scale=scale)
-st.caption(
-    f"Learning rate {run.learning_rate:.4g} "
-    f"({'auto = 1/L' if run.config.learning_rate == 'auto' else 'fixed'}); smoothness "
-    f"L = {run.lipschitz:.4g}, stability limit 2/L = {run.stability_limit:.4g}."
-)
+if run.config.optimizer == "lbfgs":
+    st.caption(f"L-BFGS (scikit-learn's settings, float64) chooses its own steps. "
+               f"{run.stop_reason} Smoothness L = {run.lipschitz:.4g}.")
+else:
+    st.caption(
+        f"Learning rate {run.learning_rate:.4g} "
+        f"({'auto = 1/L' if run.config.learning_rate == 'auto' else 'fixed'}); smoothness "
+        f"L = {run.lipschitz:.4g}, stability limit 2/L = {run.stability_limit:.4g}."
+    )
 
 st.subheader("Data")
 st.markdown(

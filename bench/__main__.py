@@ -171,20 +171,66 @@ def sklearn_rows(ds, n: int, max_iter: int) -> dict:
 
 
 def peak_memory(n: int, steps: int) -> dict:
+    """Peak resident memory of a fresh process that loads the data and trains one run.
+
+    Read from /proc/self/status (VmHWM): ``ru_maxrss`` would report the parent's
+    size, since Linux carries the high-water mark of a forked process across exec.
+    """
     code = (
-        "import resource, sys; sys.path.insert(0, %r)\n"
+        "import sys; sys.path.insert(0, %r)\n"
+        "def hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            return int(line.split()[1])\n"
+        "import core.trainer, core.kernels\n"
+        "imports = hwm()\n"
         "from core.data import load_dataset\n"
         "from core.trainer import TrainConfig, train\n"
         "ds = load_dataset('fashion-mnist')\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "loaded = hwm()\n"
         "run = train(ds, TrainConfig(n_train=%d, iterations=%d))\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(base, peak, run.nbytes)\n" % (str(ROOT), n, steps)
+        "print(imports, loaded, hwm(), run.nbytes)\n" % (str(ROOT), n, steps)
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    base, peak, run_bytes = (int(v) for v in out.stdout.split()[-3:])
-    return {"n": n, "steps": steps, "peak_rss_mb": peak / 1024, "after_load_rss_mb": base / 1024,
-            "run_record_mb": run_bytes / 2**20}
+    imports, loaded, peak, run_bytes = (int(v) for v in out.stdout.split()[-4:])
+    return {"n": n, "steps": steps, "peak_rss_mb": peak / 1024, "after_imports_mb": imports / 1024,
+            "after_load_rss_mb": loaded / 1024, "run_record_mb": run_bytes / 2**20}
+
+
+def lbfgs_sweep(ds, n: int, T: int) -> dict:
+    """The question's curves two ways: T refits with max_iter = 1..T, or one recorded run.
+
+    Both sides produce the coefficients and train and validation accuracy at every k.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    cfg = TrainConfig(n_train=n, iterations=T, optimizer="lbfgs", dtype="float64")
+    train(ds, cfg.replace(iterations=2))  # compile the float64 kernel outside the timing
+    t0 = time.perf_counter()
+    run = train(ds, cfg)
+    recorded = time.perf_counter() - t0
+    idx, vidx = run.train_indices, run.val_indices
+    x, y = ds.x_train[idx].reshape(len(idx), -1) / 255.0, ds.y_train[idx]
+    xv, yv = ds.x_train[vidx].reshape(len(vidx), -1) / 255.0, ds.y_train[vidx]
+    worst, at = 0.0, {}
+    t0 = time.perf_counter()
+    for k in range(1, run.iterations_done + 1):
+        clf = LogisticRegression(C=np.inf, max_iter=k, tol=0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x, y)
+        clf.score(x, y), clf.score(xv, yv)
+        err = float(np.abs(run.weights(k).reshape(len(clf.coef_), -1) - clf.coef_).max()
+                    / np.abs(clf.coef_).max())
+        worst = max(worst, err)
+        if k in (1, 2, 5, 10, 20, 50, 100, T):
+            at[k] = err
+    refits = time.perf_counter() - t0
+    return {"n": n, "T": run.iterations_done, "refits_s": refits, "recorded_s": recorded,
+            "speedup": refits / recorded, "max_rel_diff": worst, "rel_diff_at": at}
 
 
 def page_times(presets, reps: int) -> list[dict]:
@@ -254,10 +300,19 @@ def markdown(result: dict) -> str:
                       f"{sk['ms_per_iteration']:.0f} ms per iteration, {sk['iterations']} iterations, "
                       f"test accuracy {sk['test_accuracy']:.4f} (Fashion-MNIST benchmark: 0.836 to "
                       "0.842)."]
+    sw = result.get("sweep")
+    if sw:
+        lines += ["", f"The question's curves for k = 1..{sw['T']} on {sw['n']:,} images: "
+                      f"{sw['T']} scikit-learn refits (max_iter = k) took {sw['refits_s']:.1f} s, "
+                      f"one recorded L-BFGS run {sw['recorded_s']:.2f} s: {sw['speedup']:.0f}x. "
+                      f"Largest relative coefficient difference over all k: "
+                      f"{sw['max_rel_diff']:.1e}."]
     mem = result["memory"]
-    lines += ["", f"Peak memory of a {mem['n']:,}-image run of {mem['steps']:,} steps with all "
-                  f"its records: {mem['peak_rss_mb']:.0f} MB resident ({mem['after_load_rss_mb']:.0f} "
-                  f"MB after loading the data; the run's records {mem['run_record_mb']:.1f} MB)."]
+    lines += ["", f"Peak memory of a fresh process that loads the data and trains a "
+                  f"{mem['n']:,}-image run of {mem['steps']:,} steps with all its records: "
+                  f"{mem['peak_rss_mb']:.0f} MB resident ({mem['after_imports_mb']:.0f} MB after "
+                  f"imports, {mem['after_load_rss_mb']:.0f} MB after loading the data; the run's "
+                  f"records {mem['run_record_mb']:.1f} MB)."]
     if result.get("pages"):
         lines += ["", "| preset | page | first render s | cached rerun s | ok |", "|---|---|---|---|---|"]
         for p in result["pages"]:
@@ -271,9 +326,17 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--only", choices=("memory", "sweep"), default=None,
+                    help="measure one part only and print it")
     args = ap.parse_args(argv)
     reps = args.reps or (2 if args.quick else 5)
+    if args.only == "memory":
+        print(json.dumps(peak_memory(*((2000, 100) if args.quick else (50_000, 1000)))))
+        return 0
     ds = load_dataset("fashion-mnist")
+    if args.only == "sweep":
+        print(json.dumps(lbfgs_sweep(ds, *((500, 10) if args.quick else (2000, 100)))))
+        return 0
     result = {"quick": args.quick, "machine": machine(), "data": ds.source}
     print("machine:", result["machine"], flush=True)
     result["sgemm"] = sgemm_rate(reps)
@@ -295,6 +358,9 @@ def main(argv=None) -> int:
         result["sklearn"] = sklearn_rows(ds, 2000 if args.quick else 50_000,
                                          20 if args.quick else 2000)
         print("sklearn:", result["sklearn"], flush=True)
+    result["sweep"] = lbfgs_sweep(ds, *((500, 10) if args.quick or ds.is_fallback
+                                        else (2000, 100)))
+    print("sweep:", result["sweep"], flush=True)
     result["memory"] = peak_memory(*((2000, 100) if args.quick or ds.is_fallback else (50_000, 1000)))
     print("memory:", result["memory"], flush=True)
     if args.quick:

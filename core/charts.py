@@ -63,7 +63,7 @@ def curves(
     color = alt.Color("series:N", title=None, sort=order,
                       scale=alt.Scale(domain=order, range=PALETTE[: len(order)]),
                       legend=alt.Legend(orient="right", labelLimit=160))
-    x = alt.X("iteration:Q", title="gradient step (log scale)",
+    x = alt.X("iteration:Q", title="iteration (log scale)",
               scale=alt.Scale(type="log", domain=[1, max(last, 2.0)], nice=False),
               axis=alt.Axis(format="~s"))
     y = alt.Y("value:Q", title=y_title,

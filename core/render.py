@@ -180,10 +180,15 @@ def _captioned(rgb: np.ndarray, labels: Sequence[str], scale: int) -> Image.Imag
     return out
 
 
-def colorbar(vmax: float, *, width: int = 240, height: int = 14, font_size: int = 11) -> Image.Image:
-    """Legend for :func:`weight_grid`: the colour ramp from -vmax to +vmax with tick labels."""
+def colorbar(vmax: float, *, width: int = 240, height: int = 14, font_size: int = 11,
+             tick_labels: Sequence[str] | None = None) -> Image.Image:
+    """Legend for :func:`weight_grid`: the colour ramp from -vmax to +vmax with tick labels.
+
+    ``tick_labels`` replaces the three numbers (for grids scaled row by row).
+    """
     font = _font(font_size)
-    ticks = [(-vmax, f"{-vmax:+.3g}"), (0.0, "0"), (vmax, f"{vmax:+.3g}")]
+    texts = tick_labels or (f"{-vmax:+.3g}", "0", f"{vmax:+.3g}")
+    ticks = list(zip((-vmax, 0.0, vmax), texts))
     pad = int(max(font.getlength(text) for _, text in ticks) / 2) + 6
     ramp = diverging_rgb(np.linspace(-vmax, vmax, width)[None, :].repeat(height, axis=0), vmax)
     img = Image.new("RGB", (width + 2 * pad, height + font_size + 8), BACKGROUND)

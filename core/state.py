@@ -190,7 +190,8 @@ def _write_url(page: Page) -> None:
     st.session_state[WRITTEN_KEY] = params
 
 
-_WIDGETS = ("dataset", "model", "n_train", "iterations", "learning_rate", "l2", "l1", "seed")
+_WIDGETS = ("dataset", "model", "optimizer", "n_train", "iterations", "learning_rate", "l2", "l1",
+            "seed")
 
 
 def _seed_widgets(settings: S.Settings, force: bool) -> None:
@@ -220,8 +221,14 @@ def _sidebar(settings: S.Settings, ds: Dataset) -> S.Settings:
                      format_func={"softmax": "softmax", "ovr": "one-vs-rest"}.get,
                      help="Softmax: multinomial logistic regression. One-vs-rest: one sigmoid "
                           "per class, the model of the answer's derivation.")
+    optimizer = sb.radio("Optimizer", ["gd", "lbfgs"], key="ws_w_optimizer", horizontal=True,
+                         format_func={"gd": "gradient descent", "lbfgs": "L-BFGS"}.get,
+                         help="Gradient descent: the answer's model, with a learning rate. "
+                              "L-BFGS: scikit-learn's optimizer on the same objective (L2 only, "
+                              "float64), as in the question; every iterate is recorded.")
+    lbfgs = optimizer == "lbfgs"
     available = len(ds.y_train) - validation_size(ds, 10_000)
-    values = dict(dataset=dataset_name, model=model)
+    values = dict(dataset=dataset_name, model=model, optimizer=optimizer)
 
     n_train = sb.number_input(
         "Training images", min_value=1, step=100, key="ws_w_n_train",
@@ -245,8 +252,9 @@ def _sidebar(settings: S.Settings, ds: Dataset) -> S.Settings:
             else max(1, cap // values["n_train"])
     values["iterations"] = int(iterations)
 
-    lr_text = sb.text_input("Learning rate", key="ws_w_learning_rate",
-                            help='"auto" = 1/L, the largest step that never increases the loss.')
+    lr_text = sb.text_input("Learning rate", key="ws_w_learning_rate", disabled=lbfgs,
+                            help="Does not apply to L-BFGS, which chooses its own steps." if lbfgs
+                            else '"auto" = 1/L, the largest step that never increases the loss.')
     try:
         values["learning_rate"] = S.parse_learning_rate(lr_text)
     except ValueError as exc:
@@ -257,6 +265,10 @@ def _sidebar(settings: S.Settings, ds: Dataset) -> S.Settings:
                                          key="ws_w_l2"))
     values["l1"] = float(sb.number_input("L1 penalty", min_value=0.0, step=0.0001, format="%g",
                                          key="ws_w_l1"))
+    if lbfgs and values["l1"] > 0:
+        sb.error("L1 needs gradient descent's proximal step; L-BFGS handles L2 only. "
+                 "Training without L1 (set it to 0, or choose gradient descent).")
+        values["l1"] = 0.0
     values["seed"] = int(sb.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1,
                                          key="ws_w_seed"))
     return S.Settings(**values)
@@ -423,5 +435,24 @@ def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[st
         labels.append(label)
     img = render.tile_grid(np.stack(tiles), scale=scale, col_labels=class_names,
                            row_labels=labels)
-    show_png(img, caption=caption or "Each weight row on its own scale, ± its largest |weight|: "
-                                     "orange positive, purple negative, white zero.")
+    show_png(img, caption=caption or "Each weight row on its own scale, ± its largest |weight| "
+                                     "(in the row label): weights grow during training, so a "
+                                     "shared scale would leave the early rows blank.")
+    show_png(render.colorbar(1.0, tick_labels=("- row max", "0", "+ row max")))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _first_step(key: str, _run: Run, _ds: Dataset) -> dict[str, np.ndarray]:
+    from core import metrics
+    x = _ds.x_train[_run.train_indices].reshape(len(_run.train_indices), -1) / 255.0
+    y = _ds.y_train[_run.train_indices]
+    K = _ds.n_classes
+    unit_W, unit_b = metrics.first_step_closed_form(x, y, K, 1.0, _run.config.model)
+    return {"unit_W": unit_W, "unit_b": unit_b, "counts": np.bincount(y, minlength=K),
+            "means": metrics.class_means(x, y, K), "contrasts": metrics.class_contrasts(x, y, K)}
+
+
+def first_step(run: Run, ds: Dataset) -> dict[str, np.ndarray]:
+    """Closed-form step-1 weights for a unit step (scale by the step size), class counts,
+    class means and contrasts of the run's training images; computed once per run."""
+    return _first_step(_run_key(run), run, ds)

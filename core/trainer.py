@@ -44,6 +44,7 @@ from core import kernels
 from core.data import Dataset, stratified_split, stratified_subset
 
 MODELS = ("softmax", "ovr")
+OPTIMIZERS = ("gd", "lbfgs")
 DTYPES = ("float32", "float64")
 #: Loss above this multiple of its starting value counts as divergence.
 DIVERGENCE_FACTOR = 10.0
@@ -76,6 +77,10 @@ class TrainConfig:
         Arithmetic precision.
     n_val : int
         Validation hold-out size, at most a fifth of the training split.
+    optimizer : {"gd", "lbfgs"}
+        Plain gradient descent (the answer's model), or L-BFGS on the same
+        objective as scikit-learn's ``LogisticRegression(C=1 / (l2 n))`` (L2 only,
+        float64, no learning rate), recording every iterate.
     """
 
     model: str = "softmax"
@@ -87,12 +92,22 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     n_val: int = 10_000
+    optimizer: str = "gd"
 
     def problems(self, ds: Dataset | None = None) -> dict[str, str]:
         """Return ``{field: message}`` for every invalid setting (empty if valid)."""
         out: dict[str, str] = {}
         if self.model not in MODELS:
             out["model"] = f"Model must be one of {', '.join(MODELS)}, not {self.model!r}."
+        if self.optimizer not in OPTIMIZERS:
+            out["optimizer"] = (f"Optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                                f"not {self.optimizer!r}.")
+        elif self.optimizer == "lbfgs":
+            if _is_number(self.l1) and self.l1 > 0:
+                out["l1"] = ("L1 needs gradient descent's proximal step; L-BFGS handles the "
+                             "L2 penalty only. Set L1 to 0 or choose gradient descent.")
+            if self.dtype != "float64":
+                out["dtype"] = "L-BFGS runs in float64 (its line search needs the precision)."
         if self.dtype not in DTYPES:
             out["dtype"] = f"Precision must be one of {', '.join(DTYPES)}, not {self.dtype!r}."
         if not _is_int(self.iterations) or self.iterations < 1:
@@ -149,10 +164,11 @@ def snapshot_schedule(iterations: int, n_log: int = 60) -> np.ndarray:
     """Iterations at which a run stores weights and per-example records.
 
     0, the 1-2-5 sequence up to T, ``n_log`` log-spaced points in [1, T] and T
-    itself (every iteration when T is small). Sorted, unique, int64.
+    itself; every iteration when T is at most 100 (short runs, such as L-BFGS
+    trajectories, keep every iterate). Sorted, unique, int64.
     """
     T = int(iterations)
-    if T <= n_log:
+    if T <= max(n_log, 100):
         return np.arange(T + 1, dtype=np.int64)
     points = {0, T}
     decade = 1
@@ -453,6 +469,14 @@ def train(
     a = dtype.type(lr)
     inv_n = dtype.type(1.0 / n)
     T = int(cfg.iterations)
+    iterates, lbfgs_reason = None, ""
+    if cfg.optimizer == "lbfgs":
+        # L-BFGS chooses its own steps; its iterates are then replayed through the
+        # same recording loop as gradient descent, so both give the same kind of Run.
+        iterates, lbfgs_reason = _lbfgs_iterates(passes["train"], cfg, K, d, progress,
+                                                 progress_interval)
+        T = len(iterates) - 1
+        lr = float("nan")
     snaps = snapshot_schedule(T) if record else np.array(sorted({0, T}), dtype=np.int64)
     S = len(snaps)
     x_norm = np.sqrt(np.einsum("ij,ij->i", X8, X8, dtype=np.float64)) / 255.0
@@ -496,14 +520,17 @@ def train(
         snap_hist["coef_range"][slot] = float(W_.max() - W_.min())
 
     slot = 0
-    diverged, stop_reason, done = False, f"Finished all {T:,} iterations.", T
+    diverged, stop_reason, done = False, lbfgs_reason or f"Finished all {T:,} iterations.", T
     loss0 = None
     last_report = time.perf_counter()
     loop_started = last_report
     train_pass = passes["train"]
     for t in range(T + 1):
         at_snapshot = slot < S and snaps[slot] == t
-        out = train_pass.run(W, b, want_grad=t < T, want_records=at_snapshot)
+        if iterates is not None:
+            W, b = iterates[t]
+        out = train_pass.run(W, b, want_grad=t < T and iterates is None,
+                             want_records=at_snapshot)
         loss = float(out.loss.mean(dtype=np.float64))
         obj = loss + penalty(W) if (cfg.l2 or cfg.l1) else loss
         if loss0 is None:
@@ -525,6 +552,8 @@ def train(
             slot += 1
         if t == T:
             break
+        if iterates is not None:
+            continue
         grad_W, grad_b = out.grad_W, out.grad_b
         grad_W *= inv_n
         grad_b *= inv_n
@@ -548,7 +577,7 @@ def train(
         slot += 1
         S = slot
     if progress is not None:
-        progress(T if not diverged else done, T)
+        progress(T if not diverged else done, T if iterates is None else int(cfg.iterations))
 
     # The test split is only reported: at the end and at the early-stopping snapshot,
     # never used to choose anything (and not evaluated at every snapshot, to save time).
@@ -586,6 +615,58 @@ def train(
         _records={k: _Records(r.loss[:S].copy(), r.p_true[:S].copy(), r.pred[:S].copy())
                   for k, r in records.items()},
     )
+
+
+def _lbfgs_iterates(train_pass, cfg: TrainConfig, K: int, d: int, progress, interval):
+    """Every iterate of SciPy's L-BFGS-B on the trainer's objective, from zero.
+
+    The objective is the mean loss + (l2/2)||W||^2 with the intercept
+    unpenalised: scikit-learn's ``LogisticRegression(C=1/(l2 n))`` (``C=inf`` for
+    l2 = 0). The options are scikit-learn's (``maxls=50``, ``ftol=64 eps``); the
+    gradient tolerance is 0, so the run stops only at T iterations or when the
+    objective stops decreasing in float64.
+
+    Returns
+    -------
+    iterates : list of (W (K, d), b (K,)) float64, starting with zeros
+    reason : str
+    """
+    from scipy.optimize import minimize
+
+    n = len(train_pass.y)
+    l2 = float(cfg.l2)
+    iterates = [(np.zeros((K, d)), np.zeros(K))]
+    last = [time.perf_counter()]
+
+    def objective(theta):
+        W = theta[: K * d].reshape(K, d)
+        b = theta[K * d:]
+        out = train_pass.run(W, b, want_grad=True)
+        value = float(out.loss.mean(dtype=np.float64)) + 0.5 * l2 * float(np.vdot(W, W))
+        grad = np.empty_like(theta)
+        grad[: K * d] = (out.grad_W / n + l2 * W).ravel()
+        grad[K * d:] = out.grad_b / n
+        return value, grad
+
+    def callback(intermediate_result):
+        x = intermediate_result.x
+        iterates.append((x[: K * d].reshape(K, d).copy(), x[K * d:].copy()))
+        if progress is not None and time.perf_counter() - last[0] >= interval:
+            progress(len(iterates) - 1, int(cfg.iterations))
+            last[0] = time.perf_counter()
+
+    result = minimize(
+        objective, np.zeros(K * d + K), jac=True, method="L-BFGS-B", callback=callback,
+        options={"maxiter": int(cfg.iterations), "maxls": 50, "gtol": 0.0,
+                 "ftol": 64 * np.finfo(float).eps, "maxfun": 50 * int(cfg.iterations) + 100},
+    )
+    done = len(iterates) - 1
+    if done >= int(cfg.iterations):
+        reason = f"Finished all {done:,} L-BFGS iterations."
+    else:
+        reason = (f"L-BFGS stopped after {done:,} of {int(cfg.iterations):,} iterations: "
+                  f"{result.message}")
+    return iterates, reason
 
 
 def default_backend() -> str:

@@ -11,20 +11,27 @@ cfg = page.config
 st.title("The first gradient step is an average image")
 
 run = page.run(label="the current settings")
-# The same step in float64, at the very same step size, isolates rounding from the algebra.
-exact = page.run(cfg.replace(iterations=1, dtype="float64", learning_rate=run.learning_rate),
-                 label="one float64 step")
+lbfgs = cfg.optimizer == "lbfgs"
 K = ds.n_classes
-x = ds.x_train[run.train_indices].reshape(len(run.train_indices), -1) / 255.0
 y = ds.y_train[run.train_indices]
-counts = np.bincount(y, minlength=K)
-a = run.learning_rate
-W1, b1 = metrics.first_step_closed_form(x, y, K, a, cfg.model)
+fs = state.first_step(run, ds)
+counts, means = fs["counts"], fs["means"]
 got = run.weights(1).reshape(K, -1).astype(np.float64)
+if lbfgs:
+    # L-BFGS's first iterate is the negative gradient at zero times a line-search step:
+    # the closed form up to one scale factor, fitted here by least squares.
+    unit = np.concatenate([fs["unit_W"].ravel(), fs["unit_b"]])
+    a = float(np.vdot(np.concatenate([got.ravel(), run.bias(1)]), unit) / np.vdot(unit, unit))
+    exact = run  # already float64
+else:
+    a = run.learning_rate
+    # The same step in float64, at the very same step size, isolates rounding from the algebra.
+    exact = page.run(cfg.replace(iterations=1, dtype="float64", learning_rate=a),
+                     label="one float64 step")
+W1, b1 = a * fs["unit_W"], a * fs["unit_b"]
 got64 = exact.weights(1).reshape(K, -1)
 diff32 = np.abs(got - W1).max(axis=1)
 diff64 = np.abs(got64 - W1).max(axis=1)
-means = metrics.class_means(x, y, K)
 
 if cfg.model == "softmax":
     st.latex(r"p_{ik} = \frac{e^{w_k^\top x_i + b_k}}{\sum_j e^{w_j^\top x_i + b_j}},\qquad "
@@ -60,6 +67,8 @@ state.weight_rows(
 
 st.subheader("The numerical proof")
 st.markdown(
+    (f"L-BFGS's first iterate is the negative gradient at zero times a line-search step: "
+     f"fitted step a = {a:.4g}. " if lbfgs else "") +
     f"Largest absolute difference between the trained step-1 weights and the closed form: "
     f"**{diff32.max():.2e}** in this run ({cfg.dtype}), **{diff64.max():.2e}** for the same step "
     f"in float64, against weights up to {np.abs(W1).max():.2e}. Bias: "
@@ -77,8 +86,9 @@ cls = st.selectbox("Class", range(K), format_func=lambda k: ds.class_names[k],
                    key=page.view_key("cls", 0, choices=range(K)))
 page.set_view(cls=cls)
 members = np.flatnonzero(y == cls)
-template = metrics.class_contrasts(x, y, K)[cls]
-corr = metrics.similarity(x[members], np.broadcast_to(template, x[members].shape))
+template = fs["contrasts"][cls]
+x = ds.x_train[run.train_indices][members].reshape(len(members), -1) / 255.0
+corr = metrics.similarity(x, np.broadcast_to(template, x.shape))
 order = np.argsort(-corr, kind="stable")
 images = ds.x_train[run.train_indices][members]
 st.markdown(

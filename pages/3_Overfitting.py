@@ -25,6 +25,9 @@ st.info(
 
 runs = {}
 for label, penalty in VARIANTS:
+    if cfg.optimizer == "lbfgs" and penalty["l1"] > 0:
+        st.caption(f"{label} is left out: L1 needs gradient descent's proximal step.")
+        continue
     runs[label] = page.run(cfg.replace(**penalty), label=label)
 base = runs["no penalty"]
 best = base.best_iteration()

@@ -193,3 +193,22 @@ def test_learning_rate_that_explodes_at_once_stops_the_page_with_the_reason():
     assert not at.exception
     assert any("Diverged at iteration 1" in e.value for e in at.error)
     assert len(at.get("image")) == 0
+
+
+def test_lbfgs_runs_every_page_and_says_the_learning_rate_does_not_apply():
+    for path in PAGES:
+        at = open_page(path, **{**SMALL, "T": "30"}, opt="lbfgs")
+        assert_clean(at)
+        assert at.sidebar.radio(key="ws_w_optimizer").value == "lbfgs"
+        assert at.sidebar.text_input(key="ws_w_learning_rate").disabled
+        assert url(at)["opt"] == "lbfgs"
+    first = open_page("pages/1_First_step.py", **{**SMALL, "T": "30"}, opt="lbfgs")
+    text = " ".join(m.value for m in first.markdown)
+    assert "line-search step" in text
+
+
+def test_lbfgs_refuses_l1_next_to_the_control():
+    at = open_page("app.py", **SMALL, opt="lbfgs", l1=0.001)
+    assert not at.exception
+    assert any("L1 needs gradient descent" in e.value for e in at.sidebar.error)
+    assert url(at)["l1"] == "0"
