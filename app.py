@@ -57,7 +57,9 @@ c4.metric("Training time", f"{run.seconds:.1f} s")
 scale = state.pick_scale(ds.image_shape)
 st.markdown(f"**Weight images after step 1 and after step {final:,}**")
 state.weight_rows([("step 1", run.weights(1)), (f"step {final:,}", run.weights(final))],
-                  ds.class_names, scale=scale)
+                  ds.class_names, scale=scale, file_name=f"weights-step-1-and-{final}.png")
+state.download("One-page summary (HTML)", state.summary_maker(run, ds, page),
+               "weightscope-summary.html", "text/html")
 if run.config.optimizer == "lbfgs":
     st.caption(f"L-BFGS (scikit-learn's settings, float64) chooses its own steps. "
                f"{run.stop_reason} Smoothness L = {run.lipschitz:.4g}.")

@@ -109,3 +109,31 @@ def accuracy_series(run: Run, label: str = "") -> dict[str, tuple[np.ndarray, np
         f"{pre}train": (grid, run.history["train_acc"][grid]),
         f"{pre}validation": (run.snapshot_iterations, run.snapshot_history["val_acc"]),
     }
+
+
+def _exportable(chart, width: int) -> str:
+    """Vega-Lite JSON of ``chart`` at a fixed width (a file has no container to fill)."""
+    return chart.properties(width=width).to_json()
+
+
+def to_svg(chart, width: int = 640) -> str:
+    """The chart as a standalone SVG document, rendered offline by vl-convert."""
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_svg(_exportable(chart, width))
+
+
+def to_png(chart, width: int = 640, scale: float = 2.0) -> bytes:
+    """The chart as PNG (``scale`` times its CSS pixel size), rendered offline by vl-convert."""
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_png(_exportable(chart, width), scale=scale)
+
+
+def export_formats() -> tuple[str, ...]:
+    """Chart download formats this installation can produce: PNG and SVG with vl-convert."""
+    try:
+        import vl_convert  # noqa: F401
+    except ImportError:
+        return ()
+    return ("PNG", "SVG")

@@ -22,7 +22,7 @@ from core import render
 from core import settings as S
 from core.data import Dataset, load_dataset, user_cache_dir
 from core.runs import Job, RunStore
-from core.trainer import Run, TrainConfig, TrainingCancelled, validation_size
+from core.trainer import Run, TrainConfig, TrainingCancelled, one_two_five, validation_size
 
 SETTINGS_KEY = "ws_settings"
 WRITTEN_KEY = "ws_params_written"
@@ -69,6 +69,7 @@ class Page:
     settings: S.Settings
     view: dict[str, str] = field(default_factory=dict)
     adopted: bool = False  # this run took its state from the URL (a deep link)
+    link_box: object = None  # sidebar placeholder that shows the link to this view
 
     @property
     def config(self) -> TrainConfig:
@@ -173,7 +174,8 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
             st.stop()
     settings = _sidebar(settings, ds)
     ss[SETTINGS_KEY] = settings
-    page = Page(name=name, ds=ds, settings=settings, view=view, adopted=adopt)
+    link_box = st.sidebar.expander("Copy link to this view", icon=":material/link:").empty()
+    page = Page(name=name, ds=ds, settings=settings, view=view, adopted=adopt, link_box=link_box)
     ss[f"ws_view/{name}"] = dict(view)
     _write_url(page)
     if ds.is_fallback or ds.name == "digits":
@@ -188,6 +190,26 @@ def _write_url(page: Page) -> None:
     if current != params:
         st.query_params.from_dict(params)
     st.session_state[WRITTEN_KEY] = params
+    if page.link_box is not None:
+        with page.link_box.container():
+            st.caption("Link to this view (settings, step, class, example); the copy icon "
+                       "puts it on the clipboard.")
+            st.code(view_url(page, params), language=None, wrap_lines=True)
+
+
+def view_url(page: Page, params: dict[str, str]) -> str:
+    """Absolute URL of this page with ``params`` (relative if the browser's is unknown)."""
+    from urllib.parse import urlencode, urlsplit
+
+    path = "" if page.name == "Home" else page.name
+    try:
+        here = urlsplit(st.context.url or "")
+    except Exception:  # noqa: BLE001 - no browser context (tests, scripts)
+        here = urlsplit("")
+    query = urlencode(params)
+    if here.scheme and here.netloc:
+        return f"{here.scheme}://{here.netloc}/{path}?{query}"
+    return f"./{path}?{query}"
 
 
 _WIDGETS = ("dataset", "model", "optimizer", "n_train", "iterations", "learning_rate", "l2", "l1",
@@ -330,49 +352,72 @@ def weight_images(
     scale: int = 4,
     caption: str | None = None,
     legend: bool = True,
+    file_name: str | None = None,
 ) -> float:
     """Show weight images (K, H, W) or (R, K, H, W) as one PNG on one symmetric scale.
 
-    Returns the scale used, so a caller can put two grids on the same one.
+    Returns the scale used, so a caller can put two grids on the same one. With
+    ``file_name``, a button downloads the picture as PNG.
     """
     vmax = render.symmetric_limit(images) if vmax is None else vmax
     img = render.weight_grid(images, vmax=vmax, scale=scale,
                              col_labels=col_labels, row_labels=row_labels)
-    show_png(img, caption=caption)
+    show_png(img, caption=caption, file_name=file_name)
     if legend:
         show_png(render.colorbar(vmax),
                  caption="weight: purple negative, white zero, orange positive")
     return vmax
 
 
-def show_png(img, caption: str | None = None) -> None:
+def show_png(img, caption: str | None = None, file_name: str | None = None) -> None:
     """A PIL image as PNG at its own pixel width: never upscaled (blurry), shrunk only
-    if the column is narrower."""
-    st.image(render.to_png(img), caption=caption, output_format="PNG", width=img.width)
+    if the column is narrower. With ``file_name``, a button downloads the same PNG."""
+    png = render.to_png(img)
+    st.image(png, caption=caption, output_format="PNG", width=img.width)
+    if file_name:
+        download("PNG", png, file_name, "image/png")
+
+
+def download(label: str, data, file_name: str, mime: str) -> None:
+    """A download button; ``data`` may be bytes or a function making them on click.
+
+    Clicking does not rerun the page (``on_click="ignore"``).
+    """
+    st.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore",
+                       key=f"dl/{file_name}/{label}", icon=":material/download:")
+
+
+def chart(ch, file_stem: str) -> None:
+    """An Altair chart across its column, with PNG and SVG downloads made on click."""
+    from core import charts
+    st.altair_chart(ch, width="stretch")
+    formats = charts.export_formats()
+    if not formats:
+        st.caption("Chart downloads need vl-convert-python (pip install vl-convert-python).")
+        return
+    cols = st.columns(len(formats) + 3)
+    makers = {"PNG": (lambda: charts.to_png(ch), "image/png"),
+              "SVG": (lambda: charts.to_svg(ch), "image/svg+xml")}
+    for col, fmt in zip(cols, formats):
+        with col:
+            make, mime = makers[fmt]
+            download(fmt, make, f"{file_stem}.{fmt.lower()}", mime)
 
 
 def thumbnails(images: np.ndarray, labels: Sequence[str] | None = None, *,
-               ncols: int = 10, scale: int = 3, caption: str | None = None) -> None:
+               ncols: int = 10, scale: int = 3, caption: str | None = None,
+               file_name: str | None = None) -> None:
     """Show uint8 grayscale images (m, H, W) as a captioned PNG grid."""
     if len(images) == 0:
         st.caption("No examples.")
         return
     img = render.thumbnail_grid(images, ncols=ncols, scale=scale, labels=labels)
-    show_png(img, caption=caption)
+    show_png(img, caption=caption, file_name=file_name)
 
 
 def pick_scale(image_shape: tuple[int, int], target: int = 84) -> int:
     """Enlargement that makes a tile about ``target`` pixels wide (28 x 28 -> 3, 8 x 8 -> 10)."""
     return max(1, int(round(target / max(image_shape))))
-
-
-def one_two_five(last: int) -> list[int]:
-    """1, 2, 5, 10, 20, 50, ... up to ``last``, and ``last`` itself."""
-    out, decade = [], 1
-    while decade <= last:
-        out += [m * decade for m in (1, 2, 5) if m * decade <= last]
-        decade *= 10
-    return out + ([last] if last not in out and last >= 1 else [])
 
 
 def _run_key(run: Run) -> str:
@@ -417,7 +462,8 @@ def evolution_gif(run: Run) -> bytes:
 
 def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str], *,
                 scale: int = 3, caption: str | None = None,
-                extra: Sequence[tuple[str, np.ndarray]] = ()) -> None:
+                extra: Sequence[tuple[str, np.ndarray]] = (),
+                file_name: str | None = None) -> None:
     """Rows of class weight images (label, (K, H, W)), each row on its own symmetric scale.
 
     Weights grow over training, so one scale for all rows would leave the early
@@ -437,7 +483,8 @@ def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[st
                            row_labels=labels)
     show_png(img, caption=caption or "Each weight row on its own scale, ± its largest |weight| "
                                      "(in the row label): weights grow during training, so a "
-                                     "shared scale would leave the early rows blank.")
+                                     "shared scale would leave the early rows blank.",
+             file_name=file_name)
     show_png(render.colorbar(1.0, tick_labels=("- row max", "0", "+ row max")))
 
 
@@ -456,3 +503,15 @@ def first_step(run: Run, ds: Dataset) -> dict[str, np.ndarray]:
     """Closed-form step-1 weights for a unit step (scale by the step size), class counts,
     class means and contrasts of the run's training images; computed once per run."""
     return _first_step(_run_key(run), run, ds)
+
+
+def summary_maker(run: Run, ds: Dataset, page: Page):
+    """A function making the one-page HTML summary of ``run`` on demand.
+
+    Everything that needs the script's context (cached metrics, the view's link)
+    is gathered now: the download button calls the function on another thread.
+    """
+    from core import report
+    traj = trajectory(run, ds)
+    link = view_url(page, dict(st.session_state.get(WRITTEN_KEY, {})))
+    return lambda: report.summary_html(run, ds, traj, link=link)

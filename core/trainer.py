@@ -170,13 +170,18 @@ def snapshot_schedule(iterations: int, n_log: int = 60) -> np.ndarray:
     T = int(iterations)
     if T <= max(n_log, 100):
         return np.arange(T + 1, dtype=np.int64)
-    points = {0, T}
-    decade = 1
-    while decade <= T:
-        points.update(m * decade for m in (1, 2, 5) if m * decade <= T)
-        decade *= 10
+    points = {0, T, *one_two_five(T)}
     points.update(np.unique(np.round(np.logspace(0, math.log10(T), n_log))).astype(int).tolist())
     return np.array(sorted(points), dtype=np.int64)
+
+
+def one_two_five(last: int) -> list[int]:
+    """1, 2, 5, 10, 20, 50, ... up to ``last``, then ``last`` itself (the question's grid)."""
+    out, decade = [], 1
+    while decade <= last:
+        out += [m * decade for m in (1, 2, 5) if m * decade <= last]
+        decade *= 10
+    return out + ([last] if last not in out and last >= 1 else [])
 
 
 def smoothness(x: np.ndarray, model: str, l2: float = 0.0) -> float:

@@ -63,7 +63,8 @@ state.weight_rows(
     ds.class_names, scale=scale, extra=[("class mean", mean_images)],
     caption="Row 1: the weights after one gradient step of this run. Row 2: the formula "
             "above, from the class sums alone. Row 3: the class-mean images. Orange "
-            "positive, purple negative, white zero.")
+            "positive, purple negative, white zero.",
+    file_name="first-step.png")
 
 st.subheader("The numerical proof")
 st.markdown(

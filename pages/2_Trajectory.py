@@ -1,10 +1,9 @@
 """Trajectory: the weight images fade from templates to noise as hard examples take over."""
 
-import altair as alt
 import numpy as np
 import streamlit as st
 
-from core import charts, metrics, render, state
+from core import charts, metrics, report, state
 
 page = state.setup_page("Trajectory", "Trajectory", view_keys=("t",))
 ds = page.ds
@@ -38,15 +37,18 @@ c5.metric("Top-10 % gradient share", f"{traj['concentration'][slot]:.0%}",
                "pulls equally.")
 
 st.subheader(f"Weight images at step {t:,}")
-state.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale)
+state.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale,
+                    file_name=f"weights-step-{t}.png")
 
 st.subheader("Every class over training")
 rows = [s for s in state.one_two_five(run.iterations_done) if s in its]
 state.weight_rows([(f"{s:,}", run.weights(s)) for s in rows], ds.class_names,
-                  scale=max(2, scale - 1))
+                  scale=max(2, scale - 1), file_name="weights-over-training.png")
 with st.expander("Play the evolution", expanded=False):
-    st.image(state.evolution_gif(run), caption="All classes at every stored snapshot, each "
-             "frame on its own symmetric scale.")
+    gif = state.evolution_gif(run)
+    st.image(gif, caption="All classes at every stored snapshot, each frame on its own "
+             "symmetric scale.")
+    state.download("GIF", gif, "weights-evolution.gif", "image/gif")
 
 st.subheader("What the numbers do")
 sel = t
@@ -63,17 +65,23 @@ pull = charts.frame({
 })
 crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
 a, b = st.columns(2)
-a.altair_chart(charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"),
-               width="stretch")
-b.altair_chart(charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel,
-                             title="Accuracy"), width="stretch")
+with a:
+    state.chart(charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"),
+                "loss")
+with b:
+    state.chart(charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel,
+                              title="Accuracy"), "accuracy")
 a, b = st.columns(2)
-a.altair_chart(charts.curves(shape, y_title="value (unitless)", selected=sel,
-                             title="Shape of the weight images"), width="stretch")
-b.altair_chart(charts.curves(pull, y_title="share / correlation", selected=sel,
-                             title="Who pulls on the weights"), width="stretch")
-st.altair_chart(charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
-                              title="Coefficient range", log_y=True), width="stretch")
+with a:
+    state.chart(charts.curves(shape, y_title="value (unitless)", selected=sel,
+                              title="Shape of the weight images"), "weight-image-shape")
+with b:
+    state.chart(charts.curves(pull, y_title="share / correlation", selected=sel,
+                              title="Who pulls on the weights"), "gradient-concentration")
+state.chart(charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
+                          title="Coefficient range", log_y=True), "coefficient-range")
+state.download("History CSV", lambda: report.history_table(run, traj).to_csv(index=False),
+               "history.csv", "text/csv")
 st.caption(
     "Typicality of what pulls: the gradient-weighted mean correlation of each training image "
     "with its own class's contrast image (class mean minus the mean of all images). It falls as typical examples are learned and stop "
@@ -92,4 +100,8 @@ st.markdown(
 state.thumbnails(
     ds.x_train[run.train_indices][top],
     [f"{ds.class_names[y[i]]}\nas {ds.class_names[pred[i]]}" for i in top],
-    scale=scale, caption="true class, and the class predicted at this step")
+    scale=scale, caption="true class, and the class predicted at this step",
+    file_name=f"gradient-carriers-step-{t}.png")
+state.download("Per-example CSV at this step",
+               lambda: report.examples_table(run, ds, t, "train").to_csv(index=False),
+               f"examples-train-step-{t}.csv", "text/csv")

@@ -74,6 +74,7 @@ st.dataframe(
         c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
         if c not in ("run", "step", "best at")
     })
+state.download("Table CSV", table.to_csv(index=False), "regularization.csv", "text/csv")
 st.caption(
     "gap = train acc - val acc; zeros = share of weights exactly zero. "
     "Early stopping is the unpenalised run at the stored snapshot with the lowest validation "
@@ -87,17 +88,19 @@ loss = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_
 acc = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_acc"])
                     for label, run in runs.items()})
 a, b = st.columns(2)
-a.altair_chart(charts.curves(loss, y_title="validation loss (nats)", selected=best,
-                             title="Validation loss (rule: early-stopping step)"),
-               width="stretch")
-b.altair_chart(charts.curves(acc, y_title="validation accuracy (fraction)", selected=best,
-                             title="Validation accuracy"), width="stretch")
+with a:
+    state.chart(charts.curves(loss, y_title="validation loss (nats)", selected=best,
+                              title="Validation loss (rule: early-stopping step)"),
+                "validation-loss")
+with b:
+    state.chart(charts.curves(acc, y_title="validation accuracy (fraction)", selected=best,
+                              title="Validation accuracy"), "validation-accuracy")
 gap = charts.frame({
     label: (run.snapshot_iterations,
             run.history["train_acc"][run.snapshot_iterations] - run.snapshot_history["val_acc"])
     for label, run in runs.items()})
-st.altair_chart(charts.curves(gap, y_title="gap",
-                              title="Generalisation gap", selected=best), width="stretch")
+state.chart(charts.curves(gap, y_title="train - validation accuracy",
+                          title="Generalisation gap", selected=best), "generalisation-gap")
 
 st.subheader("Weight images")
 show = st.radio("Show each run at", ["final step", "its best validation step"], horizontal=True,
@@ -113,4 +116,4 @@ if show == "its best validation step":
 labels = list(images)
 scale = state.pick_scale(ds.image_shape, 56)
 state.weight_rows([(f"{k} @ {steps[k]:,}", images[k]) for k in labels], ds.class_names,
-                  scale=scale)
+                  scale=scale, file_name="weights-by-regularization.png")

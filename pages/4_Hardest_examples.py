@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from core import charts, metrics, state
+from core import charts, metrics, report, state
 
 GALLERY = 30
 
@@ -47,7 +47,10 @@ state.thumbnails(
     ds.x_train[idx][shown],
     [f"{ds.class_names[labels[i]]}\nas {ds.class_names[pred[i]]}\np={p_true[i]:.3f}"
      for i in shown],
-    scale=scale, caption="true class, predicted class, p(true class)")
+    scale=scale, caption="true class, predicted class, p(true class)",
+    file_name=f"{order}-{split}-step-{t}.png")
+state.download("Ranked CSV", lambda: report.examples_table(run, ds, t, split).to_csv(index=False),
+               f"examples-{split}-step-{t}.csv", "text/csv")
 
 st.subheader("One example")
 choice = st.selectbox(
@@ -88,5 +91,5 @@ with right:
                 "predicted class: −p x, pushes away). Each column scaled to its own maximum.")
 curve = charts.frame({"loss of this example": (run.snapshot_iterations,
                                                run.example_loss_curve(i, split))})
-st.altair_chart(charts.curves(curve, y_title="−log p(true) (nats)", selected=t,
-                              title="Its loss over training"), width="stretch")
+state.chart(charts.curves(curve, y_title="−log p(true) (nats)", selected=t,
+                          title="Its loss over training"), f"example-{int(idx[i])}-loss")

@@ -212,3 +212,31 @@ def test_lbfgs_refuses_l1_next_to_the_control():
     assert not at.exception
     assert any("L1 needs gradient descent" in e.value for e in at.sidebar.error)
     assert url(at)["l1"] == "0"
+
+
+@pytest.mark.parametrize("path,least", [
+    ("app.py", 2), ("pages/1_First_step.py", 1), ("pages/2_Trajectory.py", 10),
+    ("pages/3_Overfitting.py", 6), ("pages/4_Hardest_examples.py", 3),
+])
+def test_every_picture_chart_and_table_can_be_downloaded(path, least):
+    at = open_page(path, **SMALL)
+    assert_clean(at)
+    assert len(at.get("download_button")) >= least
+
+
+def test_copied_link_reproduces_the_view():
+    at = open_page("pages/4_Hardest_examples.py", **SMALL, t=20, split="val", order="easiest")
+    at.selectbox(key="ws_v/Hardest_examples/ex").set_value(4).run()
+    link = next(c.value for c in at.sidebar.code)
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(link)
+    assert parts.path.endswith("Hardest_examples")
+    params = dict(parse_qsl(parts.query))
+    assert params["ex"] == "4" and params["t"] == "20" and params["split"] == "val"
+    st.cache_data.clear()
+    again = open_page("pages/4_Hardest_examples.py", **params)
+    assert_clean(again)
+    assert again.selectbox(key="ws_v/Hardest_examples/ex").value == 4
+    assert again.radio(key="ws_v/Hardest_examples/order").value == "easiest"
+    assert [m.value for m in again.markdown] == [m.value for m in at.markdown]

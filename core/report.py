@@ -1,0 +1,144 @@
+"""Things to take away from a run: CSV tables and a one-page HTML summary.
+
+Plain Python (no Streamlit); the pages offer these as downloads.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from core import charts, metrics, render
+from core.data import Dataset
+from core.trainer import Run, one_two_five
+
+HISTORY_COLUMNS = (
+    "iteration", "train_loss", "train_acc", "objective", "val_loss", "val_acc", "test_loss",
+    "test_acc", "weight_norm", "coef_range", "similarity_to_step1", "roughness",
+    "top10_gradient_share", "gradient_typicality",
+)
+
+
+def history_table(run: Run, traj: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """One row per iteration 0..T; snapshot-only columns are empty between snapshots.
+
+    ``traj`` is the per-snapshot metrics of :func:`core.state.trajectory`.
+    """
+    T = run.iterations_done
+    table = pd.DataFrame({"iteration": np.arange(T + 1)})
+    for name in ("train_loss", "train_acc", "objective"):
+        table[name] = run.history[name]
+    snaps = run.snapshot_iterations
+    per_snapshot = {
+        "val_loss": run.snapshot_history["val_loss"], "val_acc": run.snapshot_history["val_acc"],
+        "test_loss": run.snapshot_history["test_loss"],
+        "test_acc": run.snapshot_history["test_acc"],
+        "weight_norm": run.snapshot_history["weight_norm"],
+        "coef_range": run.snapshot_history["coef_range"],
+        "similarity_to_step1": traj["similarity_mean"], "roughness": traj["roughness_mean"],
+        "top10_gradient_share": traj["concentration"], "gradient_typicality": traj["typicality"],
+    }
+    for name, values in per_snapshot.items():
+        column = np.full(T + 1, np.nan)
+        column[snaps] = values
+        table[name] = column
+    return table[list(HISTORY_COLUMNS)]
+
+
+def examples_table(run: Run, ds: Dataset, t: int, split: str) -> pd.DataFrame:
+    """Per-example numbers at snapshot ``t`` for the "train" or "val" split.
+
+    ``index`` points into the data set's official training split.
+    """
+    idx = run.train_indices if split == "train" else run.val_indices
+    labels = ds.y_train[idx]
+    pred = run.predictions(t, split)
+    table = pd.DataFrame({
+        "index": idx, "label": labels,
+        "class": [ds.class_names[k] for k in labels],
+        "predicted": pred, "predicted_class": [ds.class_names[k] for k in pred],
+        "loss": run.example_losses(t, split), "p_true": run.p_true(t, split),
+    })
+    if split == "train":
+        table["gradient_norm"] = run.grad_norms(t)
+        table["learned_at"] = run.learned_at
+        table["forgetting_events"] = run.forgetting_events
+    return table.sort_values("loss", ascending=False, kind="stable")
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: str = "") -> str:
+    """A self-contained HTML page: settings, the first-step proof, the trajectory strip,
+    the curves and the hardest training examples of ``run``."""
+    cfg = run.config
+    K = ds.n_classes
+    final = run.iterations_done
+    x = ds.x_train[run.train_indices].reshape(len(run.train_indices), -1) / 255.0
+    y = ds.y_train[run.train_indices]
+    parts = [f"<h1>Weightscope run summary</h1><p>{html.escape(ds.source)}. "
+             f"Data fingerprint <code>{ds.fingerprint}</code>.</p>"]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in (
+        ("model", cfg.model), ("optimizer", cfg.optimizer), ("training images", f"{cfg.n_train:,}"),
+        ("iterations", f"{final:,} of {cfg.iterations:,}"), ("learning rate", cfg.learning_rate
+                                                                 if cfg.optimizer == "gd" else "n/a"),
+        ("step used", f"{run.learning_rate:.4g}"), ("L2", cfg.l2), ("L1", cfg.l1),
+        ("seed", cfg.seed), ("stopped", run.stop_reason),
+        ("validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.4f}"),
+        ("test accuracy", f"{run.snapshot_history['test_acc'][-1]:.4f}"),
+    ))
+    parts.append(f"<h2>Settings and results</h2><table>{rows}</table>")
+    if link:
+        parts.append(f'<p>Open this view: <a href="{html.escape(link)}">{html.escape(link)}</a></p>')
+
+    if cfg.optimizer == "gd" and final >= 1:
+        W1, _ = metrics.first_step_closed_form(x, y, K, run.learning_rate, cfg.model)
+        diff = np.abs(run.weights(1).reshape(K, -1) - W1).max()
+        parts.append(f"<h2>The first step</h2><p>Largest |trained step-1 weight - closed form| "
+                     f"= {diff:.2e} ({cfg.dtype}), against weights up to {np.abs(W1).max():.2e}: "
+                     "each weight image after one step is a contrast of class means.</p>")
+
+    steps = [s for s in one_two_five(final) if s in set(run.snapshot_iterations.tolist())]
+    if steps:
+        tiles = [render.diverging_rgb(run.weights(s), render.symmetric_limit(run.weights(s)))
+                 for s in steps]
+        strip = render.tile_grid(np.stack(tiles), scale=2, col_labels=ds.class_names,
+                                 row_labels=[f"{s:,}" for s in steps])
+        parts.append("<h2>Weight images over training</h2><p>Each row on its own symmetric "
+                     "scale; orange positive, purple negative.</p>" +
+                     _img(render.to_png(strip), "weight images over training"))
+
+    if charts.export_formats():
+        loss = charts.curves(charts.frame(charts.loss_series(run)), y_title="mean loss (nats)",
+                             title="Loss")
+        acc = charts.curves(charts.frame(charts.accuracy_series(run)),
+                            y_title="accuracy (fraction)", title="Accuracy")
+        shape = charts.curves(charts.frame({
+            "similarity to step 1": (run.snapshot_iterations, traj["similarity_mean"]),
+            "roughness": (run.snapshot_iterations, traj["roughness_mean"])}),
+            y_title="value", title="Shape of the weight images")
+        parts.append("<h2>Curves</h2>" + "".join(
+            _img(charts.to_png(c, width=520), t) for c, t in
+            ((loss, "loss"), (acc, "accuracy"), (shape, "shape"))))
+
+    losses = run.example_losses(final)
+    top = np.argsort(-losses, kind="stable")[:20]
+    pred = run.predictions(final)
+    thumbs = render.thumbnail_grid(
+        ds.x_train[run.train_indices][top], ncols=10, scale=3,
+        labels=[f"{ds.class_names[y[i]]}\nas {ds.class_names[pred[i]]}\nloss {losses[i]:.2f}"
+                for i in top])
+    parts.append(f"<h2>Hardest training examples at iteration {final:,}</h2>" +
+                 _img(render.to_png(thumbs), "hardest examples"))
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "img{max-width:100%;margin:4px 0}th{text-align:left;padding-right:1em}"
+             "td,th{border-bottom:1px solid #ddd;padding:2px 6px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Weightscope summary"
+            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")

@@ -1,0 +1,92 @@
+"""Everything a user can take away is a real, readable file of the expected shape."""
+
+from __future__ import annotations
+
+import io
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core import charts, metrics, render, report
+from core.data import load_digits_dataset
+from core.trainer import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_dataset()
+
+
+@pytest.fixture(scope="module")
+def run(digits):
+    return train(digits, TrainConfig(n_train=300, iterations=200, n_val=100))
+
+
+@pytest.fixture(scope="module")
+def traj(run, digits):
+    out = metrics.trajectory_metrics(run)
+    x = digits.x_train[run.train_indices].reshape(300, -1) / 255.0
+    y = digits.y_train[run.train_indices]
+    out["example_typicality"] = metrics.template_correlation(x, y, metrics.class_contrasts(x, y, 10))
+    out["typicality"] = metrics.gradient_typicality(run, out["example_typicality"])
+    return out
+
+
+def test_weight_grid_png_has_the_expected_size_and_colours(run):
+    img = render.weight_grid(run.weights(200), scale=4, col_labels=[str(k) for k in range(10)])
+    png = Image.open(io.BytesIO(render.to_png(img)))
+    assert png.format == "PNG" and png.mode == "RGB"
+    # ten 8 x 8 tiles at 4x with a 1-pixel frame and 4-pixel gaps, plus the label band
+    assert png.width == 10 * (8 * 4 + 2 + 4) + 4
+    colours = np.asarray(png).reshape(-1, 3)
+    assert len(np.unique(colours, axis=0)) > 50  # a real diverging picture, not a flat fill
+
+
+def test_evolution_gif_has_one_frame_per_snapshot(run):
+    frames = [render.weight_grid(run.weights(int(t)), scale=2) for t in run.snapshot_iterations[1:]]
+    gif = Image.open(io.BytesIO(render.animated_gif(frames)))
+    assert gif.format == "GIF"
+    assert gif.n_frames == len(run.snapshot_iterations) - 1
+    assert gif.size == frames[0].size
+
+
+@pytest.mark.skipif(not charts.export_formats(), reason="vl-convert-python is not installed")
+def test_chart_exports_are_a_png_and_a_well_formed_svg(run):
+    chart = charts.curves(charts.frame(charts.loss_series(run)), y_title="loss", selected=50,
+                          title="Loss")
+    png = Image.open(io.BytesIO(charts.to_png(chart, width=400, scale=1)))
+    assert png.format == "PNG" and png.width >= 400
+    svg = ET.fromstring(charts.to_svg(chart))
+    assert svg.tag.endswith("svg")
+    assert "Loss" in charts.to_svg(chart)
+
+
+def test_history_csv_has_a_row_per_iteration_and_snapshot_columns(run, traj):
+    table = pd.read_csv(io.StringIO(report.history_table(run, traj).to_csv(index=False)))
+    assert list(table.columns) == list(report.HISTORY_COLUMNS)
+    assert len(table) == run.iterations_done + 1
+    assert table["train_loss"].notna().all()
+    assert table["val_loss"].notna().sum() == len(run.snapshot_iterations)
+    assert table.loc[200, "val_acc"] == pytest.approx(run.snapshot_history["val_acc"][-1])
+
+
+@pytest.mark.parametrize("split,rows", [("train", 300), ("val", 100)])
+def test_examples_csv_ranks_every_example_by_loss(run, digits, split, rows):
+    table = pd.read_csv(io.StringIO(report.examples_table(run, digits, 100, split).to_csv(index=False)))
+    assert len(table) == rows
+    assert table["loss"].is_monotonic_decreasing
+    assert {"index", "label", "class", "predicted", "loss", "p_true"} <= set(table.columns)
+    assert ("learned_at" in table.columns) == (split == "train")
+    assert (digits.y_train[table["index"]] == table["label"]).all()
+
+
+def test_summary_is_one_self_contained_html_page(run, digits, traj):
+    page = report.summary_html(run, digits, traj, link="http://localhost:8501/?n=300")
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>")
+    assert page.count("data:image/png;base64,") >= 2 + (3 if charts.export_formats() else 0)
+    assert "Largest |trained step-1 weight - closed form|" in page
+    assert "http://localhost:8501/?n=300" in page
+    assert "src=\"http" not in page  # nothing fetched from elsewhere
