@@ -9,6 +9,13 @@ page = state.setup_page("Trajectory", "Trajectory", view_keys=("t",))
 ds = page.ds
 st.title("From templates to noise")
 run = page.run(label="the current settings")
+if run.config.optimizer == "lbfgs":
+    st.info(
+        "L-BFGS, as in the question: its three figures are the coefficient images per "
+        "iteration count (Every class over training), the Coefficient range chart and the "
+        "Accuracy chart below, all from this one recorded run. Each iterate equals "
+        "scikit-learn's LogisticRegression(max_iter=k, tol=0) refit on the same images.",
+        icon="ℹ️")
 K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
 traj = state.trajectory(run, ds)

@@ -398,3 +398,37 @@ def test_sidebar_page_switch_keeps_settings(server: Server, page):
     for key, value in SETTINGS.items():
         assert got.get(key) == value, f"after the switch {page.url}: {key}={got.get(key)!r}"
     assert_images_loaded(page)
+
+
+def test_copied_link_opens_the_same_view_in_a_new_browser(server: Server, browser, page):
+    """The sidebar's "Copy link to this view" box holds an absolute URL that, opened in a
+    fresh browser context, shows the same settings and the same selected step."""
+    open_deep_link(page, server, "/Trajectory", {**SETTINGS, "t": "50"})
+    page.locator("[data-testid='stSidebar'] summary", has_text="Copy link to this view").click()
+    link = page.locator("[data-testid='stSidebar'] [data-testid='stCode'] code").inner_text().strip()
+    assert link.startswith(server.url + "/Trajectory?"), link
+    assert url_params(link)["t"] == "50" and url_params(link)["n"] == "400"
+
+    other = browser.new_context(viewport={"width": WIDTH, "height": 1000}).new_page()
+    try:
+        other.goto(link, wait_until="domcontentloaded")
+        wait_idle(other)
+        assert_no_errors(other, server)
+        assert url_params(other.url) == url_params(link)
+        main = other.locator("[data-testid='stMain']")
+        assert slider_value(main, "Gradient step") == "50"
+        assert_sidebar_shows(other, {**SETTINGS, "model": "softmax"})
+    finally:
+        other.context.close()
+
+
+def test_preset_link_on_home_opens_its_page_with_its_settings(server: Server, page):
+    open_deep_link(page, server, "/", {**SETTINGS})
+    page.locator("[data-testid='stMain'] a", has_text="One-vs-rest as in the derivation").click()
+    page.wait_for_url(re.compile(r"/First_step\?"))
+    page.locator("[data-testid='stMain'] h1", has_text="average image").wait_for()
+    wait_idle(page)
+    assert_no_errors(page, server)
+    got = url_params(page.url)
+    assert got["model"] == "ovr" and got["n"] == "1000" and got["T"] == "10000"
+    assert checked_option(page.locator("[data-testid='stSidebar']"), "Model") == "one-vs-rest"
