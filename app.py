@@ -70,6 +70,10 @@ else:
         f"L = {run.lipschitz:.4g}, stability limit 2/L = {run.stability_limit:.4g}."
     )
 
+st.subheader("Your own data")
+state.upload_messages()
+state.upload_ui()
+
 st.subheader("Data")
 st.markdown(
     f"{ds.source}  \n"

@@ -121,8 +121,9 @@ def typical_examples(x: np.ndarray, template: np.ndarray, k: int) -> np.ndarray:
     return top_gradient_examples(corr, k)
 
 
-def trajectory_metrics(run) -> dict[str, np.ndarray]:
-    """Per-snapshot metrics of a run.
+def trajectory_metrics(run, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-snapshot metrics of a run (``labels`` (n,) of its training images add per-class
+    gradient concentration).
 
     Returns
     -------
@@ -131,19 +132,24 @@ def trajectory_metrics(run) -> dict[str, np.ndarray]:
         image, ``roughness``, ``class_range`` (max - min of the class image);
         averaged over classes (S,): ``similarity_mean``, ``roughness_mean``;
         ``coef_range`` (S,) over all classes; ``concentration`` (S,): share of the
-        gradient norm carried by the top 10 % of training examples.
+        gradient norm carried by the top 10 % of training examples; with ``labels``,
+        ``concentration_by_class`` (S, K): the same share within each class.
     """
     its = run.snapshot_iterations
     ref_t = 1 if len(its) > 1 and its[1] == 1 else int(its[-1])
     reference = run.weights(ref_t)
-    sim, rough, crange, conc = [], [], [], []
+    sim, rough, crange, conc, by_class = [], [], [], [], []
     for t in its:
         w = run.weights(int(t))
         sim.append(similarity(w, reference))
         rough.append(roughness(w))
         flat = w.reshape(len(w), -1)
         crange.append(flat.max(axis=1) - flat.min(axis=1))
-        conc.append(gradient_concentration(run.grad_norms(int(t))))
+        norms = run.grad_norms(int(t))
+        conc.append(gradient_concentration(norms))
+        if labels is not None:
+            by_class.append([gradient_concentration(norms[labels == k])
+                             if (labels == k).any() else np.nan for k in range(len(w))])
     sim, rough = np.array(sim), np.array(rough)
     if its[0] == 0:
         # Zero weights have no shape: similarity and roughness are undefined there.
@@ -157,6 +163,7 @@ def trajectory_metrics(run) -> dict[str, np.ndarray]:
         "roughness_mean": rough.mean(axis=1),
         "coef_range": run.snapshot_history["coef_range"].copy(),
         "concentration": np.array(conc),
+        **({"concentration_by_class": np.array(by_class)} if labels is not None else {}),
     }
 
 

@@ -50,9 +50,10 @@ def history_table(run: Run, traj: Mapping[str, np.ndarray]) -> pd.DataFrame:
 
 
 def examples_table(run: Run, ds: Dataset, t: int, split: str) -> pd.DataFrame:
-    """Per-example numbers at snapshot ``t`` for the "train" or "val" split.
+    """Per-example numbers at snapshot ``t`` for the "train" or "val" split, hardest first.
 
-    ``index`` points into the data set's official training split.
+    ``index`` points into the data set's official training split; ``loss`` is the
+    example's term of the objective, ``neg_log_p_true`` its remaining loss -log p(true).
     """
     idx = run.train_indices if split == "train" else run.val_indices
     labels = ds.y_train[idx]
@@ -62,12 +63,13 @@ def examples_table(run: Run, ds: Dataset, t: int, split: str) -> pd.DataFrame:
         "class": [ds.class_names[k] for k in labels],
         "predicted": pred, "predicted_class": [ds.class_names[k] for k in pred],
         "loss": run.example_losses(t, split), "p_true": run.p_true(t, split),
+        "neg_log_p_true": run.remaining_loss(t, split),
     })
     if split == "train":
         table["gradient_norm"] = run.grad_norms(t)
         table["learned_at"] = run.learned_at
         table["forgetting_events"] = run.forgetting_events
-    return table.sort_values("loss", ascending=False, kind="stable")
+    return table.sort_values("neg_log_p_true", ascending=False, kind="stable")
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -98,12 +100,20 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
     if link:
         parts.append(f'<p>Open this view: <a href="{html.escape(link)}">{html.escape(link)}</a></p>')
 
-    if cfg.optimizer == "gd" and final >= 1:
-        W1, _ = metrics.first_step_closed_form(x, y, K, run.learning_rate, cfg.model)
-        diff = np.abs(run.weights(1).reshape(K, -1) - W1).max()
+    if final >= 1:
+        unit, _ = metrics.first_step_closed_form(x, y, K, 1.0, cfg.model)
+        got = run.weights(1).reshape(K, -1).astype(np.float64)
+        # Gradient descent steps by its learning rate; L-BFGS's first iterate is the same
+        # direction times a line-search step, fitted here.
+        a = run.learning_rate if cfg.optimizer == "gd" else float(np.vdot(got, unit)
+                                                                 / np.vdot(unit, unit))
+        W1 = a * unit
+        diff = np.abs(got - W1).max()
         parts.append(f"<h2>The first step</h2><p>Largest |trained step-1 weight - closed form| "
-                     f"= {diff:.2e} ({cfg.dtype}), against weights up to {np.abs(W1).max():.2e}: "
-                     "each weight image after one step is a contrast of class means.</p>")
+                     f"= {diff:.2e} ({cfg.dtype}, step {a:.4g}"
+                     f"{', fitted' if cfg.optimizer == 'lbfgs' else ''}), against weights up to "
+                     f"{np.abs(W1).max():.2e}: each weight image after one step is a contrast of "
+                     "class means.</p>")
 
     steps = [s for s in one_two_five(final) if s in set(run.snapshot_iterations.tolist())]
     if steps:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -44,11 +45,24 @@ def run_key(fingerprint: str, cfg: TrainConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
+log = logging.getLogger("weightscope")
+if not log.handlers:
+    # Streamlit configures only its own loggers; these lines go to the server's stderr,
+    # where operators (and the live-server tests) can see how often runs are trained.
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s weightscope: %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 class Job:
     """One training run in a background thread, watched by any number of sessions."""
 
-    def __init__(self, key: str, ds: Dataset, cfg: TrainConfig):
-        self.key, self.cfg = key, cfg
+    def __init__(self, key: str, ds: Dataset, cfg: TrainConfig, persist: bool = True):
+        self.key, self.cfg, self.persist = key, cfg, persist
+        self.queued = True  # waiting for a free training slot
+        self.watchers: set[str] = set()  # sessions waiting for this run
         self.done_steps, self.total_steps = 0, int(cfg.iterations)
         self.started = time.monotonic()
         self.run: Run | None = None
@@ -94,8 +108,10 @@ class RunStore:
         Training jobs allowed at once; further jobs wait for a free slot.
     """
 
-    def __init__(self, max_bytes: int = 1 << 30, disk_dir: Path | None = None, max_jobs: int = 1):
+    def __init__(self, max_bytes: int = 1 << 30, disk_dir: Path | None = None, max_jobs: int = 1,
+                 max_disk_bytes: int = 2 << 30):
         self.max_bytes = int(max_bytes)
+        self.max_disk_bytes = int(max_disk_bytes)
         self.disk_dir = Path(disk_dir) if disk_dir else None
         self._memory: OrderedDict[str, Run] = OrderedDict()
         self._jobs: dict[str, Job] = {}
@@ -118,6 +134,12 @@ class RunStore:
         return run
 
     @property
+    def running(self) -> int:
+        """Training jobs started and not yet finished (running or waiting for a slot)."""
+        with self._lock:
+            return len(self._jobs)
+
+    @property
     def memory_bytes(self) -> int:
         with self._lock:
             return sum(r.nbytes for r in self._memory.values())
@@ -135,8 +157,33 @@ class RunStore:
                 total -= old.nbytes
 
     # -- jobs --------------------------------------------------------------------
-    def request(self, ds: Dataset, cfg: TrainConfig) -> Run | Job:
-        """The finished run if there is one, else the (possibly shared) job training it."""
+    def request(self, ds: Dataset, cfg: TrainConfig, persist: bool = True,
+                watcher: str | None = None) -> Run | Job:
+        """The finished run if there is one, else the (possibly shared) job training it.
+
+        ``persist=False`` keeps the run off the disk cache (runs on uploaded data).
+        ``watcher`` names the session waiting for it (see :meth:`leave`).
+        """
+        got = self._request(ds, cfg, persist)
+        if watcher is not None and isinstance(got, Job):
+            with self._lock:
+                got.watchers.add(watcher)
+        return got
+
+    def leave(self, key: str, watcher: str) -> int:
+        """``watcher`` stops waiting for job ``key``; the job is cancelled when nobody
+        waits any more. Returns how many others still wait."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None:
+                return 0
+            job.watchers.discard(watcher)
+            others = len(job.watchers)
+        if others == 0:
+            job.cancel()
+        return others
+
+    def _request(self, ds: Dataset, cfg: TrainConfig, persist: bool) -> Run | Job:
         run = self.cached(ds, cfg)
         if run is not None:
             return run
@@ -148,7 +195,7 @@ class RunStore:
             run = self._memory.get(key)
             if run is not None:
                 return run
-            job = Job(key, ds, cfg)
+            job = Job(key, ds, cfg, persist)
             self._jobs[key] = job
             self.trainings += 1
         threading.Thread(target=self._work, args=(job,), name=f"train-{key}", daemon=True).start()
@@ -166,13 +213,23 @@ class RunStore:
 
     def _work(self, job: Job) -> None:
         try:
-            with self._slots:
+            # Wait for a slot, but give up at once if everybody stops waiting meanwhile.
+            while not self._slots.acquire(timeout=0.1):
+                if job.cancelled.is_set():
+                    raise TrainingCancelled(f"Training {job.key} was cancelled before it started.")
+            try:
+                job.queued = False
                 if job.cancelled.is_set():
                     raise TrainingCancelled(f"Training {job.key} was cancelled before it started.")
                 job.started = time.monotonic()
+                log.info("training %s started: %s", job.key, job.cfg)
                 run = train(job._ds, job.cfg, progress=job._progress)
+            finally:
+                self._slots.release()
             self._remember(job.key, run)
-            self._save(job.key, run)
+            if job.persist:
+                self._save(job.key, run)
+            log.info("training %s finished in %.1f s", job.key, run.seconds)
             job.run = run
         except BaseException as exc:  # handed to every waiting session
             job.error = exc
@@ -198,11 +255,31 @@ class RunStore:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, **arrays)
             os.replace(tmp, path)
+            self._prune_disk()
         except OSError:
             # A full or read-only disk costs only the restart cache, never the run.
             try:
                 os.unlink(tmp)
             except (OSError, UnboundLocalError):
+                pass
+
+    def _prune_disk(self) -> None:
+        """Delete the least recently used run files beyond the disk budget."""
+        files = []
+        for f in self.disk_dir.glob("run-*.npz"):
+            try:
+                st_ = f.stat()
+            except OSError:
+                continue
+            files.append((st_.st_atime, st_.st_size, f))
+        total = sum(size for _, size, _ in files)
+        for _, size, f in sorted(files):
+            if total <= self.max_disk_bytes or len(files) <= 1:
+                break
+            try:
+                f.unlink()
+                total -= size
+            except OSError:
                 pass
 
     def _load(self, key: str, ds: Dataset, cfg: TrainConfig) -> Run | None:
@@ -212,6 +289,7 @@ class RunStore:
         try:
             with np.load(path, allow_pickle=False) as z:
                 run = run_from_arrays({k: z[k] for k in z.files}, ds, cfg)
+            os.utime(path)  # recently used: pruned last
         except Exception:  # noqa: BLE001 - zip, npy, json and key errors alike
             # A damaged cache file is dropped and the run trained again.
             try:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from urllib.parse import urlencode
 
 from core.trainer import TrainConfig
 
 LINK_VERSION = "1"
+FOLDER_NAME = r"folder:[A-Za-z0-9_.-]{1,40}"
 DATASETS = {"fashion-mnist": "Fashion-MNIST", "digits": "Digits (8 x 8, bundled)"}
 #: Default cap on iterations x training images per run: about two to three
 #: minutes of full-data training on the reference machine. WEIGHTSCOPE_MAX_WORK overrides.
@@ -162,7 +164,8 @@ def parse_learning_rate(text: str) -> float | str:
 
 def _parser(name: str):
     return {
-        "dataset": lambda s: s if s in DATASETS else _fail(f"not one of {', '.join(DATASETS)}"),
+        "dataset": lambda s: s if is_dataset_name(s) else _fail(
+            f"not one of {', '.join(DATASETS)}, upload or folder:<name>"),
         "model": lambda s: s if s in ("softmax", "ovr") else _fail("not softmax or ovr"),
         "n_train": lambda s: _parse_int(s, 2, 10_000_000),
         "iterations": lambda s: _parse_int(s, 1, MAX_ITERATIONS),
@@ -172,6 +175,12 @@ def _parser(name: str):
         "seed": lambda s: _parse_int(s, 0, 2**31 - 1),
         "optimizer": lambda s: s if s in ("gd", "lbfgs") else _fail("not gd or lbfgs"),
     }[name]
+
+
+def is_dataset_name(name: str) -> bool:
+    """A bundled data set, "upload" (this session's own files), or "folder:<name>" (a
+    folder the server's operator configured)."""
+    return name in DATASETS or name == "upload" or bool(re.fullmatch(FOLDER_NAME, name))
 
 
 def _fail(reason: str):
@@ -210,3 +219,17 @@ def from_params(params: dict[str, str], base: Settings = DEFAULT) -> tuple[Setti
 
 def settings_fields() -> tuple[str, ...]:
     return tuple(f.name for f in fields(Settings))
+
+
+def operator_folders() -> dict[str, str]:
+    """Data folders the server's operator names in WEIGHTSCOPE_FOLDERS ("name=/path;...").
+
+    Viewers pick them by name; they never type a server path.
+    """
+    out = {}
+    for item in os.environ.get("WEIGHTSCOPE_FOLDERS", "").split(";"):
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if sep and path and re.fullmatch(FOLDER_NAME, f"folder:{name}"):
+            out[f"folder:{name}"] = path
+    return out

@@ -10,7 +10,9 @@ on each page, and the URL is rewritten from it on every run.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Sequence
 from pathlib import Path
@@ -28,10 +30,33 @@ SETTINGS_KEY = "ws_settings"
 WRITTEN_KEY = "ws_params_written"
 
 
+UPLOAD_KEY = "ws_upload"
+
+
 @st.cache_resource(show_spinner="Loading the data set…")
-def dataset(name: str) -> Dataset:
-    """The data set, loaded once per process and shared read-only by all sessions."""
+def _bundled(name: str) -> Dataset:
+    """A bundled data set, loaded once per process and shared read-only by all sessions."""
     return load_dataset(name)
+
+
+@st.cache_resource(show_spinner="Loading the data folder…")
+def _folder(name: str, path: str):
+    from core import uploads
+    return uploads.load_folder(path)
+
+
+def dataset(name: str) -> Dataset:
+    """The data set called ``name``: bundled and operator folders are shared by all
+    sessions; "upload" is this session's own upload and nobody else's."""
+    if name == "upload":
+        upload = st.session_state.get(UPLOAD_KEY)
+        if upload is None:
+            raise KeyError("This session has no uploaded data.")
+        return upload.dataset
+    folders = S.operator_folders()
+    if name in folders:
+        return _folder(name, folders[name]).dataset
+    return _bundled(name)
 
 
 @st.cache_resource
@@ -41,7 +66,8 @@ def run_store() -> RunStore:
     disk = os.environ.get("WEIGHTSCOPE_RUN_CACHE")
     disk_dir = None if disk == "off" else Path(disk) if disk else user_cache_dir() / "runs"
     return RunStore(max_bytes=budget_mb << 20, disk_dir=disk_dir,
-                    max_jobs=_env_int("WEIGHTSCOPE_MAX_JOBS", 1))
+                    max_jobs=_env_int("WEIGHTSCOPE_MAX_JOBS", 1),
+                    max_disk_bytes=_env_int("WEIGHTSCOPE_DISK_MB", 2048) << 20)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -52,12 +78,82 @@ def _env_int(name: str, default: int) -> int:
 
 
 def available_datasets() -> dict[str, str]:
-    """Selectable data sets: Fashion-MNIST only where it was really found."""
+    """Selectable data sets: Fashion-MNIST only where it was really found, the operator's
+    folders that load, and this session's upload."""
     fashion = dataset("fashion-mnist")
     out = dict(S.DATASETS)
     if fashion.is_fallback:
         out.pop("fashion-mnist")
+    for name, path in S.operator_folders().items():
+        try:
+            _folder(name, path)
+        except (OSError, ValueError):
+            continue  # a broken folder is reported on the home page, not offered
+        out[name] = f"Folder: {name.split(':', 1)[1]}"
+    upload = st.session_state.get(UPLOAD_KEY)
+    if upload is not None:
+        out["upload"] = f"Your upload ({upload.dataset.n_classes} classes, " \
+                        f"{len(upload.dataset.y_train):,} images)"
     return out
+
+
+def upload_ui() -> None:
+    """The file uploader for the user's own data; a good upload becomes the data set.
+
+    A bad file leaves the previous data set (and its runs) as they were.
+    """
+    from core import uploads
+    st.markdown(
+        "Use your own images: an `.npz` with `x_train`, `y_train` (and optionally `x_test`, "
+        "`y_test`, `class_names`); a `.zip` of PNG images in one folder per class (optionally "
+        "under `train/` and `test/`); or IDX files like MNIST's (images and labels, gzipped or "
+        f"not). {uploads.describe_limits()} Your data and the runs trained on it stay in this "
+        "browser session: links to them work only where the same files are uploaded.")
+    files = st.file_uploader("Your data", accept_multiple_files=True, key="ws_uploader",
+                             type=["npz", "zip", "gz", "idx", "ubyte", "idx1-ubyte",
+                                   "idx3-ubyte"])
+    if not files:
+        return
+    payload = [(f.name, f.getvalue()) for f in files]
+    digest = hashlib.sha256(b"".join(name.encode() + b"\0" + hashlib.sha256(data).digest()
+                                     for name, data in payload)).hexdigest()
+    if st.session_state.get("ws_upload_seen") == digest:
+        return
+    st.session_state["ws_upload_seen"] = digest
+    try:
+        upload = uploads.load_upload(payload)
+    except uploads.UploadError as exc:
+        st.session_state["ws_upload_error"] = str(exc)
+        return
+    st.session_state.pop("ws_upload_error", None)
+    st.session_state[UPLOAD_KEY] = upload
+    st.session_state["ws_upload_notices"] = list(upload.notices)
+    settings = st.session_state.get(SETTINGS_KEY, S.DEFAULT)
+    # Start from a run the upload can hold: at most what is left after validation.
+    available = len(upload.dataset.y_train) - validation_size(upload.dataset, 10_000)
+    st.session_state[SETTINGS_KEY] = settings.replace(
+        dataset="upload", n_train=max(upload.dataset.n_classes * 2, min(settings.n_train,
+                                                                         available)))
+    st.session_state["ws_page"] = None  # re-seed the sidebar from the new settings
+    st.rerun()
+
+
+def upload_messages() -> None:
+    """Notices of the last upload, or why it was refused."""
+    error = st.session_state.get("ws_upload_error")
+    if error:
+        st.error(f"{error} The data set in use is unchanged.", icon="🚫")
+    for notice in st.session_state.get("ws_upload_notices", []):
+        st.info(notice, icon="ℹ️")
+
+
+def _nearest(value, choices, default):
+    """The choice closest to ``value`` (on a log scale for step numbers), else ``default``."""
+    options = list(choices)
+    if isinstance(value, (int, np.integer)) and options and all(
+            isinstance(c, (int, np.integer)) for c in options):
+        return min(options, key=lambda c: abs(np.log1p(max(c, 0)) - np.log1p(max(value, 0))))
+    return default
 
 
 @dataclass
@@ -87,6 +183,10 @@ class Page:
         """
         key = f"ws_v/{self.name}/{name}"
         ss = st.session_state
+        if key in ss and choices is not None and ss[key] not in choices:
+            # The choices changed under the widget (another run, another data set): keep
+            # the nearest valid value instead of letting Streamlit fall back to the first.
+            ss[key] = _nearest(ss[key], choices, default)
         if self.adopted or key not in ss:
             raw = self.view.get(name)
             value = default
@@ -120,7 +220,8 @@ class Page:
 
         Stops the page with a message when the run cannot be had.
         """
-        run = get_run(self.ds, config or self.config, label=label)
+        run = get_run(self.ds, config or self.config, label=label,
+                      persist=self.settings.dataset != "upload")
         show_run_status(run)
         return run
 
@@ -152,6 +253,14 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
 
     choices = available_datasets()
     if settings.dataset not in choices:
+        if settings.dataset == "upload":
+            st.warning(
+                "This link shows data that was uploaded in another browser session; uploads "
+                "stay private to the session that made them. Upload the same files here to "
+                "see this view.", icon="🔒")
+            upload_ui()
+            upload_messages()
+            st.stop()
         if adopt and "ds" in params:
             st.warning(
                 f"This link asks for {S.DATASETS.get(settings.dataset, settings.dataset)}, which "
@@ -165,14 +274,14 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
         if not ss.get("ws_accept_data"):
             st.error(
                 f"This link was made on data with fingerprint `{params['data']}`, but "
-                f"{S.DATASETS[settings.dataset]} here has fingerprint `{ds.fingerprint[:8]}`: "
+                f"{choices[settings.dataset]} here has fingerprint `{ds.fingerprint[:8]}`: "
                 "its numbers would not match what the link shows. Get the same data, or "
                 "continue with the data available here.")
             if st.button("Continue with the data here"):
                 ss["ws_accept_data"] = True
                 st.rerun()
             st.stop()
-    settings = _sidebar(settings, ds)
+    settings, ds = _sidebar(settings, ds)
     ss[SETTINGS_KEY] = settings
     link_box = st.sidebar.expander("Copy link to this view", icon=":material/link:").empty()
     page = Page(name=name, ds=ds, settings=settings, view=view, adopted=adopt, link_box=link_box)
@@ -230,14 +339,14 @@ def _seed_widgets(settings: S.Settings, force: bool) -> None:
             ss[key] = value
 
 
-def _sidebar(settings: S.Settings, ds: Dataset) -> S.Settings:
+def _sidebar(settings: S.Settings, ds: Dataset) -> tuple[S.Settings, Dataset]:
     """Draw the shared settings; return the valid ones (invalid input keeps the last good value)."""
     sb = st.sidebar
     sb.header("Training settings")
     choices = available_datasets()
     dataset_name = sb.selectbox("Data set", list(choices), format_func=choices.get,
                                 key="ws_w_dataset")
-    if dataset_name != ds.name and dataset_name in choices:
+    if dataset_name != settings.dataset and dataset_name in choices:
         ds = dataset(dataset_name)
     model = sb.radio("Model", ["softmax", "ovr"], key="ws_w_model", horizontal=True,
                      format_func={"softmax": "softmax", "ovr": "one-vs-rest"}.get,
@@ -252,14 +361,18 @@ def _sidebar(settings: S.Settings, ds: Dataset) -> S.Settings:
     available = len(ds.y_train) - validation_size(ds, 10_000)
     values = dict(dataset=dataset_name, model=model, optimizer=optimizer)
 
+    asked = st.session_state.get("ws_w_n_train", settings.n_train)
+    if not ds.n_classes <= asked <= available:
+        # Out of range for this data set (typed, linked, or left from other data): the
+        # widget is set to the nearest valid size before it is drawn, and says so.
+        clamped = int(min(max(asked, ds.n_classes), available))
+        st.session_state["ws_w_n_train"] = clamped
+        sb.error(f"Training images must be between {ds.n_classes} (one per class) and "
+                 f"{available:,} for this data set; {asked:,} was changed to {clamped:,}.")
     n_train = sb.number_input(
         "Training images", min_value=1, step=100, key="ws_w_n_train",
         help=f"Stratified sample of the {available:,} training images outside the validation "
              "hold-out.")
-    if not ds.n_classes <= n_train <= available:
-        sb.error(f"Training images must be between {ds.n_classes} (one per class) and "
-                 f"{available:,}; keeping {settings.n_train:,}.")
-        n_train = min(max(settings.n_train, ds.n_classes), available)
     values["n_train"] = int(n_train)
 
     iterations = sb.number_input("Gradient steps", min_value=1, max_value=S.MAX_ITERATIONS,
@@ -293,27 +406,53 @@ def _sidebar(settings: S.Settings, ds: Dataset) -> S.Settings:
         values["l1"] = 0.0
     values["seed"] = int(sb.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1,
                                          key="ws_w_seed"))
-    return S.Settings(**values)
+    return S.Settings(**values), ds
 
 
-def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "") -> Run:
-    """The run for ``cfg``: from the store at once, or trained with progress and a cancel button."""
+def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = True) -> Run:
+    """The run for ``cfg``: from the store at once, or trained with progress and a cancel button.
+
+    ``persist=False`` keeps it off the disk cache (runs on uploaded data stay in memory).
+    """
     problems = cfg.problems(ds)
     if problems:
         st.error("These settings cannot be trained: " + " ".join(problems.values()))
         st.stop()
     store = run_store()
-    got = store.request(ds, cfg)
+    me = st.session_state.setdefault("ws_session", uuid.uuid4().hex)
+    got = store.request(ds, cfg, persist=persist, watcher=me)
+    previous = st.session_state.get("ws_watching")
+    if previous and (isinstance(got, Run) or previous != got.key):
+        # This session moved on (another setting, another page): a training nobody
+        # waits for any more is cancelled instead of holding the training slot.
+        store.leave(previous, me)
+        st.session_state.pop("ws_watching", None)
     if isinstance(got, Run):
         return got
     job: Job = got
+    st.session_state["ws_watching"] = job.key
     box = st.empty()
     with box.container():
         bar = st.progress(0.0, text=f"Training {label}…")
         # A click reruns the script; the rerun finds the button pressed and cancels.
         if st.button("Cancel training", key=f"ws_cancel_{job.key}"):
-            job.cancel()
+            others = store.leave(job.key, me)
+            st.session_state.pop("ws_watching", None)
+            box.empty()
+            if others:
+                st.info(f"You stopped waiting; the training goes on for {others} other "
+                        "viewer(s) and will be ready here when it ends.")
+            else:
+                st.info("Training was cancelled. Change a setting, or press Retry to train it "
+                        "again.")
+            st.button("Retry")
+            st.stop()
     while not job.wait(0.25):
+        if job.queued:
+            # The server trains a limited number of runs at once (WEIGHTSCOPE_MAX_JOBS).
+            bar.progress(0.0, text=f"Waiting for a free training slot: {store.running - 1} other "
+                                   f"training(s) ahead or running; {label} starts when one ends.")
+            continue
         done, total = job.done_steps, max(job.total_steps, 1)
         eta = job.eta
         left = f", about {eta:,.0f} s left" if eta is not None else ""
@@ -321,6 +460,7 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "") -> Run:
                      text=f"Training {label}: {done:,} of {total:,} steps, "
                           f"{job.elapsed:,.0f} s{left}")
     box.empty()
+    st.session_state.pop("ws_watching", None)
     if isinstance(job.error, TrainingCancelled):
         st.info("Training was cancelled. Change a setting, or press Retry to train it again.")
         st.button("Retry")
@@ -428,9 +568,9 @@ def _run_key(run: Run) -> str:
 @st.cache_data(max_entries=64, show_spinner=False)
 def _trajectory(key: str, _run: Run, _ds: Dataset) -> dict[str, np.ndarray]:
     from core import metrics
-    out = metrics.trajectory_metrics(_run)
-    x = _ds.x_train[_run.train_indices].reshape(len(_run.train_indices), -1) / 255.0
     y = _ds.y_train[_run.train_indices]
+    out = metrics.trajectory_metrics(_run, labels=y)
+    x = _ds.x_train[_run.train_indices].reshape(len(_run.train_indices), -1) / 255.0
     templates = metrics.class_contrasts(x, y, _ds.n_classes)
     out["example_typicality"] = metrics.template_correlation(x, y, templates)
     out["typicality"] = metrics.gradient_typicality(_run, out["example_typicality"])

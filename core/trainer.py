@@ -156,8 +156,13 @@ def _is_number(value) -> bool:
 
 
 def validation_size(ds: Dataset, n_val: int) -> int:
-    """Validation images actually held out: ``n_val``, capped at a fifth of the split."""
-    return int(min(n_val, len(ds.y_train) // 5))
+    """Validation images actually held out: ``n_val``, capped at a fifth of the split.
+
+    A hold-out too small to hold one image of every class is not drawn at all (0):
+    tiny data sets train without validation curves rather than fail.
+    """
+    size = int(min(n_val, len(ds.y_train) // 5))
+    return size if size >= ds.n_classes else 0
 
 
 def snapshot_schedule(iterations: int, n_log: int = 60) -> np.ndarray:
@@ -171,7 +176,15 @@ def snapshot_schedule(iterations: int, n_log: int = 60) -> np.ndarray:
     if T <= max(n_log, 100):
         return np.arange(T + 1, dtype=np.int64)
     points = {0, T, *one_two_five(T)}
-    points.update(np.unique(np.round(np.logspace(0, math.log10(T), n_log))).astype(int).tolist())
+    # Rounding merges neighbours near the start of a log grid: ask for more points
+    # until the grid alone has n_log distinct iterations.
+    asked = n_log
+    while True:
+        grid = np.unique(np.round(np.logspace(0, math.log10(T), asked)).astype(np.int64))
+        if len(grid) >= n_log:
+            break
+        asked += n_log - len(grid)
+    points.update(grid.tolist())
     return np.array(sorted(points), dtype=np.int64)
 
 
@@ -316,6 +329,19 @@ class Run:
     def example_loss_curve(self, i: int, split: str = "train") -> np.ndarray:
         """Loss of example ``i`` at every snapshot (S,)."""
         return self._records[split].loss[:, i]
+
+    def remaining_loss(self, t: int, split: str = "train") -> np.ndarray:
+        """-log p(true class) per example (m,) at snapshot ``t``.
+
+        The softmax loss itself; for one-vs-rest, the true class's own sigmoid term
+        (its loss also charges the other classes' sigmoids).
+        """
+        return -np.log(np.maximum(self.p_true(t, split).astype(np.float64), 1e-300))
+
+    def remaining_loss_curve(self, i: int, split: str = "train") -> np.ndarray:
+        """-log p(true class) of example ``i`` at every snapshot (S,)."""
+        p = self._records[split].p_true[:, i].astype(np.float64)
+        return -np.log(np.maximum(p, 1e-300))
 
     def best_iteration(self) -> int:
         """Snapshot iteration with the lowest validation loss (early stopping)."""

@@ -52,9 +52,11 @@ else:
              r"\sum_{i:\,y_i \neq k} x_i\Big)")
     st.markdown(f"Every image of class k is added and every other image subtracted, scaled by "
                 f"a / 2n with a = {a:.4g} and n = {len(y):,}.")
+st.latex(r"\text{per example: } \nabla_\theta = \big(\sigma(\theta^\top x) - y\big)\,x"
+         r"\qquad\text{not the footnote's } \sigma(\theta^\top x - y)\,x")
 st.caption("In both models the gradient of one example is (p - y) x: its predicted probability "
-           "minus its label, times the image. The sigmoid is applied to the logit, then y is "
-           "subtracted: (sigma(theta^T x) - y) x.")
+           "minus its label, times the image. The sigmoid (or softmax) is applied to the logit, "
+           "then y is subtracted.")
 
 scale = state.pick_scale(ds.image_shape)
 mean_images = np.clip(means * 255, 0, 255).astype(np.uint8).reshape(K, *ds.image_shape)
@@ -100,9 +102,11 @@ st.markdown(
 left, right = st.columns([1, 4])
 with left:
     state.weight_images(template.reshape(1, *ds.image_shape), col_labels=["mean - all"],
-                        scale=scale + 1, legend=False)
+                        scale=scale + 1, legend=False, file_name=f"contrast-class-{cls}.png")
 with right:
     state.thumbnails(images[order[:10]], [f"r={corr[i]:.2f}" for i in order[:10]],
-                     scale=max(2, scale - 1), caption="Most typical")
+                     scale=max(2, scale - 1), caption="Most typical",
+                     file_name=f"most-typical-class-{cls}.png")
     state.thumbnails(images[order[::-1][:10]], [f"r={corr[i]:.2f}" for i in order[::-1][:10]],
-                     scale=max(2, scale - 1), caption="Least typical")
+                     scale=max(2, scale - 1), caption="Least typical",
+                     file_name=f"least-typical-class-{cls}.png")

@@ -30,7 +30,7 @@ page.set_view(t=t, split=split, cls=cls, order=order)
 
 idx = run.train_indices if split == "train" else run.val_indices
 labels = ds.y_train[idx]
-loss = run.example_losses(t, split)
+loss = run.remaining_loss(t, split)
 p_true = run.p_true(t, split)
 pred = run.predictions(t, split)
 pool = np.flatnonzero(labels == cls) if cls >= 0 else np.arange(len(idx))
@@ -69,7 +69,8 @@ rows = [y_i] + ([int(pred[i])] if pred[i] != y_i else [])
 
 left, right = st.columns([1, 2])
 with left:
-    state.thumbnails(image[None], [ds.class_names[y_i]], ncols=1, scale=scale + 1)
+    state.thumbnails(image[None], [ds.class_names[y_i]], ncols=1, scale=scale + 1,
+                     file_name=f"example-{int(idx[i])}.png")
     if split == "train":
         learned = int(run.learned_at[i])
         st.markdown(
@@ -86,10 +87,11 @@ with right:
     state.weight_images(
         both, vmax=1.0, col_labels=["weight image", "this example's pull"],
         row_labels=[ds.class_names[k] for k in rows], scale=scale + 1, legend=False,
+        file_name=f"example-{int(idx[i])}-pull-step-{t}.png",
         caption=f"Left: the class's weight image at step {t:,}. Right: this example's descent "
                 "contribution −(p − y)x to it (true class: (1 − p) x, pulls towards the image; "
                 "predicted class: −p x, pushes away). Each column scaled to its own maximum.")
 curve = charts.frame({"loss of this example": (run.snapshot_iterations,
-                                               run.example_loss_curve(i, split))})
+                                               run.remaining_loss_curve(i, split))})
 state.chart(charts.curves(curve, y_title="−log p(true) (nats)", selected=t,
                           title="Its loss over training"), f"example-{int(idx[i])}-loss")

@@ -143,7 +143,8 @@ def test_picking_an_example_shows_its_history_and_is_in_the_url():
 
 
 @pytest.mark.parametrize("bad", [
-    {"n": "abc"}, {"T": "-5"}, {"lr": "nan"}, {"l2": "-1"}, {"model": "svm"}, {"seed": "1.5"},
+    {"n": "abc"}, {"T": "-5"}, {"T": "0"}, {"lr": "nan"}, {"lr": "inf"}, {"l2": "-1"},
+    {"l1": "NaN"}, {"model": "svm"}, {"seed": "1.5"}, {"opt": "adam"}, {"ds": "../etc"},
 ])
 def test_malformed_link_values_are_ignored_with_a_notice(bad):
     at = open_page("app.py", **{**SMALL, **bad})
@@ -214,14 +215,25 @@ def test_lbfgs_refuses_l1_next_to_the_control():
     assert url(at)["l1"] == "0"
 
 
-@pytest.mark.parametrize("path,least", [
-    ("app.py", 2), ("pages/1_First_step.py", 1), ("pages/2_Trajectory.py", 10),
-    ("pages/3_Overfitting.py", 6), ("pages/4_Hardest_examples.py", 3),
-])
-def test_every_picture_chart_and_table_can_be_downloaded(path, least):
+#: Colour legends per page: the only pictures without a download of their own.
+LEGENDS = {"app.py": 1, "pages/1_First_step.py": 1, "pages/2_Trajectory.py": 2,
+           "pages/3_Overfitting.py": 1, "pages/4_Hardest_examples.py": 0}
+TABLES = {"app.py": 1, "pages/1_First_step.py": 0, "pages/2_Trajectory.py": 2,
+          "pages/3_Overfitting.py": 1, "pages/4_Hardest_examples.py": 1}
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_picture_chart_and_table_can_be_downloaded(path):
     at = open_page(path, **SMALL)
     assert_clean(at)
-    assert len(at.get("download_button")) >= least
+    labels = [d.proto.label for d in at.get("download_button")]
+    charts_drawn = len(at.get("vega_lite_chart"))
+    # every chart offers PNG and SVG; every picture but the legends a PNG (or the GIF)
+    assert labels.count("SVG") == charts_drawn
+    pictures = labels.count("PNG") + labels.count("GIF") - charts_drawn
+    assert pictures == len(at.get("image")) - LEGENDS[path]
+    assert len(labels) - labels.count("PNG") - labels.count("SVG") - labels.count("GIF") \
+        == TABLES[path]
 
 
 def test_copied_link_reproduces_the_view():
@@ -240,3 +252,15 @@ def test_copied_link_reproduces_the_view():
     assert again.selectbox(key="ws_v/Hardest_examples/ex").value == 4
     assert again.radio(key="ws_v/Hardest_examples/order").value == "easiest"
     assert [m.value for m in again.markdown] == [m.value for m in at.markdown]
+
+
+@pytest.mark.parametrize("n,message", [
+    ("5", "at least"), ("1000000", "between 10 (one per class)"),
+])
+def test_training_set_size_outside_the_data_is_refused_next_to_the_control(n, message):
+    at = open_page("app.py", **{**SMALL, "n": n})
+    assert not at.exception
+    errors = " ".join(e.value for e in at.sidebar.error)
+    assert "Training images must be between 10 (one per class)" in errors
+    assert 10 <= int(url(at)["n"]) <= len(__import__("core.data", fromlist=["x"]).load_digits_dataset().y_train)
+    assert len(at.get("image")) >= 1

@@ -77,7 +77,7 @@ def test_history_csv_has_a_row_per_iteration_and_snapshot_columns(run, traj):
 def test_examples_csv_ranks_every_example_by_loss(run, digits, split, rows):
     table = pd.read_csv(io.StringIO(report.examples_table(run, digits, 100, split).to_csv(index=False)))
     assert len(table) == rows
-    assert table["loss"].is_monotonic_decreasing
+    assert table["neg_log_p_true"].is_monotonic_decreasing
     assert {"index", "label", "class", "predicted", "loss", "p_true"} <= set(table.columns)
     assert ("learned_at" in table.columns) == (split == "train")
     assert (digits.y_train[table["index"]] == table["label"]).all()

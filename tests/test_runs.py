@@ -122,3 +122,40 @@ def test_jobs_beyond_the_limit_wait_their_turn(digits):
     assert first.wait(60) and second.wait(60)
     assert first.error is None and second.error is None
     assert store.trainings == 2
+
+
+def test_one_viewer_leaving_does_not_cancel_the_run_for_another(digits):
+    store = RunStore()
+    cfg = CFG.replace(iterations=20_000)
+    a = store.request(digits, cfg, watcher="alice")
+    b = store.request(digits, cfg, watcher="bob")
+    assert a is b
+    assert store.leave(a.key, "alice") == 1  # bob still waits: the run goes on
+    assert not a.cancelled.is_set()
+    assert store.leave(a.key, "bob") == 0  # nobody waits: cancelled
+    assert a.wait(30) and isinstance(a.error, TrainingCancelled)
+
+
+def test_a_queued_job_nobody_waits_for_is_dropped_without_waiting_for_the_slot(digits):
+    store = RunStore(max_jobs=1)
+    busy = store.request(digits, CFG.replace(iterations=50_000), watcher="alice")
+    queued = store.request(digits, CFG.replace(iterations=50_000, seed=3), watcher="bob")
+    assert queued.queued
+    store.leave(queued.key, "bob")
+    assert queued.wait(5), "a cancelled queued job must not wait for the busy slot"
+    assert isinstance(queued.error, TrainingCancelled)
+    assert not busy.finished.is_set()
+    store.leave(busy.key, "alice")
+    assert busy.wait(30)
+
+
+def test_disk_cache_stays_within_its_budget_dropping_the_least_recently_used(digits, tmp_path):
+    one = RunStore(disk_dir=tmp_path / "probe")
+    one.get(digits, CFG)
+    size = next((tmp_path / "probe").glob("*.npz")).stat().st_size
+    store = RunStore(disk_dir=tmp_path / "runs", max_disk_bytes=int(2.5 * size))
+    for seed in range(5):
+        store.get(digits, CFG.replace(seed=seed))
+    files = list((tmp_path / "runs").glob("run-*.npz"))
+    assert len(files) == 2
+    assert sum(f.stat().st_size for f in files) <= 2.5 * size

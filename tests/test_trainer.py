@@ -135,14 +135,16 @@ def test_gradient_matches_finite_differences():
         assert np.abs(gb - num_b).max() < 1e-7
 
 
-def test_each_step_is_a_gradient_step_of_the_stated_objective(digits):
-    cfg = TrainConfig(n_train=150, iterations=5, learning_rate=0.05, l2=0.01,
+@pytest.mark.parametrize("model", ["softmax", "ovr"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_step_is_a_gradient_step_of_the_stated_objective(digits, model, backend):
+    cfg = TrainConfig(model=model, n_train=150, iterations=5, learning_rate=0.05, l2=0.01,
                       dtype="float64", n_val=50)
-    run = train(digits, cfg)
+    run = train(digits, cfg, backend=backend)
     x, y = design(digits, run)
     for t in range(4):
         W, b = run.weights(t).reshape(10, -1), run.bias(t)
-        obj, gW, gb = objective_and_gradient(x, y, W, b, "softmax", l2=0.01)
+        obj, gW, gb = objective_and_gradient(x, y, W, b, model, l2=0.01)
         assert obj == pytest.approx(run.history["objective"][t], rel=1e-12)
         assert np.allclose(run.weights(t + 1).reshape(10, -1), W - 0.05 * gW, atol=1e-13)
         assert np.allclose(run.bias(t + 1), b - 0.05 * gb, atol=1e-13)
@@ -174,23 +176,37 @@ def test_auto_step_float32_never_increases_beyond_rounding(digits):
     assert np.diff(obj).max() <= 1e-6 * obj[0]
 
 
-def test_smoothness_bounds_the_curvature_along_random_directions(digits):
-    # L must be at least the curvature of the objective in any direction (here: at W = 0
-    # along the top eigenvector direction the bound is nearly tight for softmax).
-    x = digits.x_train[:300].reshape(300, -1) / 255.0
-    y = digits.y_train[:300]
+def test_smoothness_is_tight_for_two_classes_and_bounds_the_hessian(digits):
+    # Two-class softmax at W = 0 has Hessian (1/4)(I - 11^T/2) kron X~^T X~ / n, whose top
+    # eigenvalue is exactly (1/2) lambda_max: the bound L is attained there. Elsewhere the
+    # Hessian is smaller. The Hessian is built from finite differences of the gradient.
+    keep = digits.y_train < 2
+    x = digits.x_train[keep][:80].reshape(80, -1)[:, ::8] / 255.0  # 8 pixels keep it small
+    y = digits.y_train[keep][:80]
     L = smoothness(x, "softmax")
-    rng = np.random.default_rng(1)
-    W0, b0 = np.zeros((10, 64)), np.zeros(10)
-    for _ in range(20):
-        dW, db = rng.normal(size=(10, 64)), rng.normal(size=10)
-        norm = np.sqrt((dW**2).sum() + (db**2).sum())
-        dW, db = dW / norm, db / norm
-        h = 1e-3
-        f = [objective_and_gradient(x, y, W0 + s * h * dW, b0 + s * h * db, "softmax")[0]
-             for s in (-1, 0, 1)]
-        curvature = (f[0] - 2 * f[1] + f[2]) / h**2
-        assert curvature <= L * (1 + 1e-4)
+    K, d = 2, x.shape[1]
+
+    def hessian_max(W, b):
+        theta = np.concatenate([W.ravel(), b])
+        h, cols = 1e-5, []
+        for i in range(len(theta)):
+            e = np.zeros_like(theta)
+            e[i] = h
+            grads = []
+            for sign in (1, -1):
+                t = theta + sign * e
+                _, gW, gb = objective_and_gradient(x, y, t[:K * d].reshape(K, d), t[K * d:],
+                                                   "softmax")
+                grads.append(np.concatenate([gW.ravel(), gb]))
+            cols.append((grads[0] - grads[1]) / (2 * h))
+        H = np.array(cols)
+        return np.linalg.eigvalsh((H + H.T) / 2)[-1]
+
+    assert hessian_max(np.zeros((K, d)), np.zeros(K)) == pytest.approx(L, rel=1e-6)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        assert hessian_max(rng.normal(size=(K, d)), rng.normal(size=K)) <= L * (1 + 1e-6)
+    assert smoothness(x, "ovr") == pytest.approx(L / 2)
 
 
 @pytest.mark.parametrize("l2,steps", [(0.05, 20_000), (0.2, 6000)])
@@ -281,6 +297,19 @@ def test_training_subset_is_stratified_and_never_overlaps_validation(digits):
     share = np.bincount(digits.y_train, minlength=10) / len(digits.y_train)
     assert np.abs(counts - 500 * share).max() <= 1
     assert len(run.val_indices) == 200
+
+
+@pytest.mark.parametrize("T", [101, 150, 300, 1000, 2999, 30_000, 100_000])
+def test_snapshot_schedule_has_at_least_60_log_spaced_points_and_the_1_2_5_grid(T):
+    its = snapshot_schedule(T)
+    assert its[0] == 0 and its[-1] == T
+    assert len(its) >= 61
+    for t in (1, 2, 5, 10, 20, 50, 100):
+        assert t in its
+    # log-spaced: beyond the first hundred (where integers are coarse in log terms) no
+    # gap in log(t) is wider than a 60-point grid's step
+    late = its[its >= 100]
+    assert np.diff(np.log(late)).max() <= np.log(T) / 59 + 1e-9
 
 
 def test_snapshot_schedule_holds_the_1_2_5_sequence_and_a_dense_log_grid():
@@ -422,3 +451,16 @@ def test_test_split_is_reported_at_the_end_and_at_the_best_validation_step(digit
         assert acc[slot] == pytest.approx((p.argmax(axis=1) == digits.y_test).mean())
         assert run.snapshot_history["test_loss"][slot] == pytest.approx(
             -np.log(p[np.arange(len(p)), digits.y_test]).mean(), rel=1e-4)
+
+
+def test_a_class_absent_from_training_still_trains_and_keeps_the_identity(digits):
+    keep = digits.y_train != 9  # class 9 has no training image at all
+    ds = make_dataset(digits.x_train[keep], digits.y_train[keep], digits.x_test, digits.y_test,
+                      n_classes=10)
+    run = train(ds, TrainConfig(n_train=300, iterations=50, dtype="float64", n_val=50))
+    x, y = design(ds, run)
+    assert 9 not in set(y)
+    W1, b1 = first_step_closed_form(x, y, 10, run.learning_rate, "softmax")
+    assert np.abs(run.weights(1).reshape(10, -1) - W1).max() < 1e-12
+    assert np.allclose(W1[9], -run.learning_rate * x.mean(axis=0) / 10)  # only pushed away
+    assert (run.predictions(50, "train") != 9).all()
