@@ -104,14 +104,22 @@ def upload_ui() -> None:
     """
     from core import uploads
     st.markdown(
-        "Use your own images: an `.npz` with `x_train`, `y_train` (and optionally `x_test`, "
-        "`y_test`, `class_names`); a `.zip` of PNG images in one folder per class (optionally "
-        "under `train/` and `test/`); or IDX files like MNIST's (images and labels, gzipped or "
-        f"not). {uploads.describe_limits()} Your data and the runs trained on it stay in this "
+        f"{uploads.describe_limits()} An `.npz` may also hold `class_names`; in a `.zip` the "
+        "folder names are the class names. Your data and the runs trained on it stay in this "
         "browser session: links to them work only where the same files are uploaded.")
-    files = st.file_uploader("Your data", accept_multiple_files=True, key="ws_uploader",
-                             type=["npz", "zip", "gz", "idx", "ubyte", "idx1-ubyte",
-                                   "idx3-ubyte"])
+    # The files are taken at the start of the next run, by setup_page, so the new data
+    # set reaches the sidebar and the address bar in that same run.
+    st.file_uploader("Your data", accept_multiple_files=True, key="ws_uploader",
+                     type=["npz", "zip", "gz", "idx", "ubyte", "idx1-ubyte", "idx3-ubyte"])
+
+
+def _take_upload() -> None:
+    """Turn newly uploaded files into this session's data set (before the sidebar is drawn).
+
+    A refused upload leaves the data set, the settings and the runs as they were.
+    """
+    from core import uploads
+    files = st.session_state.get("ws_uploader")
     if not files:
         return
     payload = [(f.name, f.getvalue()) for f in files]
@@ -135,7 +143,6 @@ def upload_ui() -> None:
         dataset="upload", n_train=max(upload.dataset.n_classes * 2, min(settings.n_train,
                                                                          available)))
     st.session_state["ws_page"] = None  # re-seed the sidebar from the new settings
-    st.rerun()
 
 
 def upload_messages() -> None:
@@ -234,6 +241,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     st.set_page_config(page_title=f"{title} · Weightscope", page_icon="🧥", layout="wide")
     params = {k: st.query_params.get(k) for k in st.query_params.keys()}
     ss = st.session_state
+    _take_upload()
     base = ss.get(SETTINGS_KEY, S.DEFAULT)
     adopt = S.has_settings(params) and params != ss.get(WRITTEN_KEY)
     notices: list[str] = []

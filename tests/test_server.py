@@ -537,3 +537,58 @@ def test_run_store_memory_after_50_distinct_configs():
         assert store.cached(ds, configs[0]) is None
         assert store.cached(ds, configs[-1]) is not None
     assert growth < budget + slack
+
+
+@pytest.mark.browser
+def test_uploaded_data_stays_private_and_a_bad_file_keeps_the_last_good_data(
+        live_server, browser, tmp_path):
+    """Upload a good .npz, then a broken one: the error is shown and the good data stays in
+    use. The view's link, opened in another browser session, asks for the files instead of
+    showing the uploaded data."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    good = tmp_path / "mine.npz"
+    np.savez(good, x_train=rng.integers(0, 256, (240, 8, 8), dtype=np.uint8),
+             y_train=np.repeat(np.arange(3), 80), class_names=np.array(["ants", "bees", "cats"]))
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"this is not a zip archive at all")
+    context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    other = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        page.goto(f"{live_server.url}/?" + urlencode({"ds": "digits", "n": "200", "T": "50"}),
+                  wait_until="domcontentloaded")
+        wait_idle(page)
+        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(good))
+        sidebar = page.locator("[data-testid='stSidebar']")
+        deadline = time.monotonic() + 60
+        while not input_value(sidebar, "Data set").startswith("Your upload"):
+            assert time.monotonic() < deadline, "the upload did not become the data set"
+            page.wait_for_timeout(300)
+        wait_idle(page)
+        assert url_params(page.url)["ds"] == "upload"
+        link = page.url
+        assert "Uploaded by you: mine.npz" in page.locator("[data-testid='stMain']").inner_text()
+
+        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(bad))
+        page.locator("[data-testid='stAlertContentError']").first.wait_for()
+        wait_idle(page)
+        message = " ".join(texts(page, "[data-testid='stAlertContentError']"))
+        assert "broken.npz" in message and "unchanged" in message
+        assert input_value(page.locator("[data-testid='stSidebar']"), "Data set") \
+            .startswith("Your upload")
+        assert not texts(page, "[data-testid='stException']"), live_server.log_tail()
+
+        stranger = other.new_page()
+        stranger.set_default_timeout(120_000)
+        stranger.goto(link, wait_until="domcontentloaded")
+        stranger.locator("[data-testid='stMain']", has_text="uploaded in another browser "
+                                                             "session").wait_for()
+        assert stranger.locator("[data-testid='stFileUploader']").count() == 1
+        assert stranger.locator("[data-testid='stMain'] [data-testid='stImage']").count() == 0
+        assert "Uploaded by you" not in stranger.locator("[data-testid='stMain']").inner_text()
+    finally:
+        context.close()
+        other.close()
