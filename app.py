@@ -76,7 +76,7 @@ state.upload_ui()
 
 st.subheader("Data")
 st.markdown(
-    f"{ds.source}  \n"
+    f"{state.md(ds.source)}  \n"
     f"{len(ds.y_train):,} training images (of which "
     f"{len(run.val_indices):,} are held out for validation and never trained on), "
     f"{len(ds.y_test):,} test images of {ds.image_shape[0]} x {ds.image_shape[1]} pixels, "

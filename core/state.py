@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -149,9 +150,18 @@ def upload_messages() -> None:
     """Notices of the last upload, or why it was refused."""
     error = st.session_state.get("ws_upload_error")
     if error:
-        st.error(f"{error} The data set in use is unchanged.", icon="🚫")
+        st.error(f"{md(error)} The data set in use is unchanged.", icon="🚫")
     for notice in st.session_state.get("ws_upload_notices", []):
         st.info(notice, icon="ℹ️")
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md(text) -> str:
+    """``text`` with every Markdown and HTML character escaped, for user-supplied strings
+    (file names, class names) inside st.markdown, st.error and friends."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
 def _nearest(value, choices, default):
@@ -296,7 +306,8 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     ss[f"ws_view/{name}"] = dict(view)
     _write_url(page)
     if ds.is_fallback or ds.name == "digits":
-        st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {ds.source}", icon="ℹ️")
+        st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {md(ds.source)}",
+                icon="ℹ️")
     return page
 
 
@@ -474,7 +485,7 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
         st.button("Retry")
         st.stop()
     if job.error is not None:
-        st.error(f"Training failed: {job.error}")
+        st.error(f"Training failed: {md(job.error)}")
         st.stop()
     return job.run
 

@@ -95,7 +95,7 @@ corr = metrics.similarity(x, np.broadcast_to(template, x.shape))
 order = np.argsort(-corr, kind="stable")
 images = ds.x_train[run.train_indices][members]
 st.markdown(
-    f"The {ds.class_names[cls]} images of the training subset that correlate most and least "
+    f"The {state.md(ds.class_names[cls])} images of the training subset that correlate most and least "
     f"with the class's contrast image: its mean minus the mean of all images (the softmax "
     f"step-1 image on balanced data). Typical images match it; the least typical ones are "
     f"the examples the later steps will have to work hardest on.")

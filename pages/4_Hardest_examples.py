@@ -40,7 +40,7 @@ shown = ranked[:GALLERY]
 st.markdown(
     f"Ranked by remaining loss −log p(true class) at step {t:,}, among {len(pool):,} "
     f"{'training' if split == 'train' else 'validation'} images"
-    f"{'' if cls < 0 else ' of class ' + ds.class_names[cls]}. Mean loss there: "
+    f"{'' if cls < 0 else ' of class ' + state.md(ds.class_names[cls])}. Mean loss there: "
     f"{loss[pool].mean():.3f}; misclassified: {(pred[pool] != labels[pool]).mean():.1%}.")
 scale = state.pick_scale(ds.image_shape)
 state.thumbnails(

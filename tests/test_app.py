@@ -264,3 +264,47 @@ def test_training_set_size_outside_the_data_is_refused_next_to_the_control(n, me
     assert "Training images must be between 10 (one per class)" in errors
     assert 10 <= int(url(at)["n"]) <= len(__import__("core.data", fromlist=["x"]).load_digits_dataset().y_train)
     assert len(at.get("image")) >= 1
+
+
+HOSTILE = ["[click](javascript:alert(1))", "<img src=x onerror=alert(2)>", "**loud**"]
+
+
+def hostile_upload():
+    """An upload whose file and class names are Markdown and HTML."""
+    import io
+
+    import numpy as np
+
+    from core import uploads
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    np.savez(buf, x_train=rng.integers(0, 256, (300, 8, 8), dtype=np.uint8),
+             y_train=np.repeat(np.arange(3), 100), class_names=np.array(HOSTILE))
+    return uploads.load_upload([("<b>[x](http://evil)</b>.npz", buf.getvalue())])
+
+
+@pytest.mark.parametrize("path,view", [
+    ("app.py", {}), ("pages/1_First_step.py", {"cls": "0"}),
+    ("pages/4_Hardest_examples.py", {"cls": "1"}),
+])
+def test_file_and_class_names_are_never_rendered_as_markdown_or_html(path, view):
+    upload = hostile_upload()
+    at = AppTest.from_file(str(ROOT / path), default_timeout=120)
+    at.session_state["ws_upload"] = upload
+    for k, v in {"ds": "upload", "n": "150", "T": "20", **view}.items():
+        at.query_params[k] = v
+    at.run()
+    assert_clean(at)
+    assert url(at)["ds"] == "upload"
+    bodies = " ".join(m.value for m in at.markdown)
+    for raw in HOSTILE + ["[x](http://evil)", "<b>"]:
+        assert raw not in bodies  # every occurrence is escaped (or, for paths, cut)
+    if view.get("cls"):
+        assert any(escaped(h) in bodies for h in HOSTILE), "the class name is shown, escaped"
+
+
+def escaped(text):
+    from core.state import md
+
+    return md(text)

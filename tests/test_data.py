@@ -612,7 +612,7 @@ def test_existing_files_are_kept_and_a_corrupt_one_is_fetched_again(tmp_path, mi
 
 
 def test_concurrent_downloads_fetch_each_file_once(tmp_path, mirrors):
-    start, errors = threading.Barrier(8), []
+    start, errors = threading.Barrier(16), []  # 16 cold sessions at once
 
     def worker():
         start.wait()
@@ -621,7 +621,7 @@ def test_concurrent_downloads_fetch_each_file_once(tmp_path, mirrors):
         except Exception as err:  # collected: an exception in a thread would pass silently
             errors.append(err)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -689,3 +689,23 @@ def test_real_files_served_by_a_mirror_pass_the_real_checksums(fashion_dir, tmp_
     assert sum(server.requests.values()) == 4
     monkeypatch.setattr(data, "FASHION_FILES", FASHION_FILES)
     assert load_dataset(data_dir=dest).fingerprint == REAL_FINGERPRINT
+
+
+def test_an_interrupted_download_leaves_nothing_and_the_next_one_completes(tmp_path, mirrors,
+                                                                          monkeypatch):
+    import core.data as data
+
+    real = data._stream_body
+
+    def dies_half_way(url, out, limit, timeout):
+        out.write(b"\x1f\x8b half a file")
+        raise KeyboardInterrupt  # the process is stopped mid-write
+
+    monkeypatch.setattr(data, "_stream_body", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        download(tmp_path, mirrors)
+    # Nothing under a final name: a half-written file is never mistaken for data.
+    assert not any((tmp_path / name).exists() for name in GZ_BODIES)
+    monkeypatch.setattr(data, "_stream_body", real)
+    download(tmp_path, mirrors)
+    assert_complete(tmp_path)  # and no leftover partial file either
