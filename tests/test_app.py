@@ -308,3 +308,20 @@ def escaped(text):
     from core.state import md
 
     return md(text)
+
+
+def test_an_operator_folder_is_offered_by_name_and_trains(monkeypatch, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "letters"
+    folder.mkdir()
+    np.savez(folder / "letters.npz", x_train=rng.integers(0, 256, (300, 10, 10), dtype=np.uint8),
+             y_train=np.repeat(np.arange(3), 100), class_names=np.array(["a", "b", "c"]))
+    monkeypatch.setenv("WEIGHTSCOPE_FOLDERS", f"letters={folder};broken=/nonexistent/path")
+    at = open_page("pages/2_Trajectory.py", ds="folder:letters", n=150, T=30)
+    assert_clean(at)
+    choices = at.sidebar.selectbox(key="ws_w_dataset").options
+    assert "Folder: letters" in choices and not any("broken" in c for c in choices)
+    assert url(at)["ds"] == "folder:letters"
+    assert len(at.get("image")) >= 5
