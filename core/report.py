@@ -72,6 +72,31 @@ def examples_table(run: Run, ds: Dataset, t: int, split: str) -> pd.DataFrame:
     return table.sort_values("neg_log_p_true", ascending=False, kind="stable")
 
 
+def regularization_row(label: str, run: Run, t: int) -> dict:
+    """One row of the regularization table: ``run`` stopped at snapshot ``t``.
+
+    ``gap`` is train minus validation accuracy; ``best val loss`` and ``best at`` look
+    at the snapshots up to ``t`` only (for early stopping, ``t`` is the best one).
+    """
+    its = run.snapshot_iterations
+    slot = int(np.searchsorted(its, t))
+    upto = run.snapshot_history["val_loss"][: slot + 1]
+    w = run.weights(t)
+    best = int(np.nanargmin(upto)) if np.isfinite(upto).any() else slot
+    return {
+        "run": label, "step": int(t),
+        "train acc": float(run.history["train_acc"][t]),
+        "val acc": float(run.snapshot_history["val_acc"][slot]),
+        "test acc": float(run.snapshot_history["test_acc"][slot]),
+        "gap": float(run.history["train_acc"][t] - run.snapshot_history["val_acc"][slot]),
+        "val loss": float(run.snapshot_history["val_loss"][slot]),
+        "best val loss": float(upto[best]),
+        "best at": int(its[best]),
+        "roughness": float(metrics.roughness(w).mean()),
+        "zeros": float((w == 0).mean()),
+    }
+
+
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'

@@ -25,7 +25,8 @@ from core import render
 from core import settings as S
 from core.data import Dataset, load_dataset, user_cache_dir
 from core.runs import Job, RunStore
-from core.trainer import Run, TrainConfig, TrainingCancelled, one_two_five, validation_size
+from core.trainer import Run, TrainConfig, TrainingCancelled, validation_size
+from core.trainer import one_two_five  # noqa: F401 - re-exported for the pages
 
 SETTINGS_KEY = "ws_settings"
 WRITTEN_KEY = "ws_params_written"

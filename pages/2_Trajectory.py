@@ -1,6 +1,5 @@
 """Trajectory: the weight images fade from templates to noise as hard examples take over."""
 
-import numpy as np
 import streamlit as st
 
 from core import charts, metrics, report, state

@@ -1,10 +1,9 @@
 """Overfitting and regularization: the noise is overfitting; penalties and early stopping remove it."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import charts, metrics, state
+from core import charts, report, state
 
 #: The runs compared, each with the penalty this page sets itself.
 VARIANTS = (
@@ -32,41 +31,10 @@ for label, penalty in VARIANTS:
 base = runs["no penalty"]
 best = base.best_iteration()
 
-rows = []
-images = {}
-for label, run in runs.items():
-    final = run.iterations_done
-    s_final = len(run.snapshot_iterations) - 1
-    w_final = run.weights(final)
-    images[label] = w_final
-    rows.append({
-        "run": label, "step": final,
-        "train acc": run.history["train_acc"][final],
-        "val acc": run.snapshot_history["val_acc"][s_final],
-        "test acc": run.snapshot_history["test_acc"][s_final],
-        "gap": run.history["train_acc"][final]
-        - run.snapshot_history["val_acc"][s_final],
-        "val loss": run.snapshot_history["val_loss"][s_final],
-        "best val loss": float(np.nanmin(run.snapshot_history["val_loss"])),
-        "best at": run.best_iteration(),
-        "roughness": float(metrics.roughness(w_final).mean()),
-        "zeros": float((w_final == 0).mean()),
-    })
-s_best = int(np.searchsorted(base.snapshot_iterations, best))
+images = {label: run.weights(run.iterations_done) for label, run in runs.items()}
 images["early stopping"] = base.weights(best)
-rows.append({
-    "run": "early stopping", "step": best,
-    "train acc": base.history["train_acc"][best],
-    "val acc": base.snapshot_history["val_acc"][s_best],
-    "test acc": base.snapshot_history["test_acc"][s_best],
-    "gap": base.history["train_acc"][best]
-    - base.snapshot_history["val_acc"][s_best],
-    "val loss": base.snapshot_history["val_loss"][s_best],
-    "best val loss": base.snapshot_history["val_loss"][s_best],
-    "best at": best,
-    "roughness": float(metrics.roughness(base.weights(best)).mean()),
-    "zeros": float((base.weights(best) == 0).mean()),
-})
+rows = [report.regularization_row(label, run, run.iterations_done) for label, run in runs.items()]
+rows.append(report.regularization_row("early stopping", base, best))
 table = pd.DataFrame(rows)
 st.dataframe(
     table, hide_index=True,

@@ -90,3 +90,14 @@ def test_summary_is_one_self_contained_html_page(run, digits, traj):
     assert "Largest |trained step-1 weight - closed form|" in page
     assert "http://localhost:8501/?n=300" in page
     assert "src=\"http" not in page  # nothing fetched from elsewhere
+
+
+def test_regularization_row_reports_the_run_at_the_step_asked(run):
+    final = report.regularization_row("no penalty", run, run.iterations_done)
+    assert final["step"] == 200 and final["val acc"] == pytest.approx(
+        run.snapshot_history["val_acc"][-1])
+    assert final["best at"] == run.best_iteration()
+    assert final["gap"] == pytest.approx(final["train acc"] - final["val acc"])
+    stop = report.regularization_row("early stopping", run, run.best_iteration())
+    assert stop["step"] == stop["best at"] == run.best_iteration()
+    assert stop["val loss"] == stop["best val loss"] <= final["val loss"]
