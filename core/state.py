@@ -337,7 +337,13 @@ def view_url(page: Page, params: dict[str, str]) -> str:
         here = urlsplit("")
     query = urlencode(params)
     if here.scheme and here.netloc:
-        return f"{here.scheme}://{here.netloc}/{path}?{query}"
+        # Keep a server.baseUrlPath prefix: the browser's path is <prefix>/<page>.
+        prefix = here.path.rstrip("/")
+        if path and prefix.endswith("/" + path):
+            prefix = prefix[: -len(path) - 1]
+        elif path:
+            prefix = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        return f"{here.scheme}://{here.netloc}{prefix}/{path}?{query}"
     return f"./{path}?{query}"
 
 
