@@ -37,8 +37,9 @@ st.caption("Each preset is a link: open it, bookmark it, or send it to a colleag
 PAGE_FILES = {"First_step": "pages/1_First_step.py", "Trajectory": "pages/2_Trajectory.py",
               "Overfitting": "pages/3_Overfitting.py",
               "Hardest_examples": "pages/4_Hardest_examples.py"}
+offered = state.available_datasets()
 for preset in S.PRESETS:
-    if preset.settings.dataset not in state.available_datasets():
+    if preset.settings.dataset not in offered:
         continue
     left, right = st.columns([1, 3])
     left.page_link(PAGE_FILES[preset.page], label=f"**{preset.title}**", icon="▶️",

@@ -91,23 +91,14 @@ def curves(
     return chart
 
 
-def loss_series(run: Run, label: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Train loss (log grid of every iteration) and validation loss (snapshots)."""
+def train_val_series(run: Run, what: str = "loss", label: str = "") -> dict[str, tuple]:
+    """Train ``what`` ("loss" or "acc") on a log grid of every iteration, and its
+    validation counterpart at the snapshots, as ``{name: (iterations, values)}``."""
     grid = log_grid(run.iterations_done)
     pre = f"{label} " if label else ""
     return {
-        f"{pre}train": (grid, run.history["train_loss"][grid]),
-        f"{pre}validation": (run.snapshot_iterations, run.snapshot_history["val_loss"]),
-    }
-
-
-def accuracy_series(run: Run, label: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Train accuracy (log grid) and validation accuracy (snapshots)."""
-    grid = log_grid(run.iterations_done)
-    pre = f"{label} " if label else ""
-    return {
-        f"{pre}train": (grid, run.history["train_acc"][grid]),
-        f"{pre}validation": (run.snapshot_iterations, run.snapshot_history["val_acc"]),
+        f"{pre}train": (grid, run.history[f"train_{what}"][grid]),
+        f"{pre}validation": (run.snapshot_iterations, run.snapshot_history[f"val_{what}"]),
     }
 
 

@@ -151,9 +151,9 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
                      _img(render.to_png(strip), "weight images over training"))
 
     if charts.export_formats():
-        loss = charts.curves(charts.frame(charts.loss_series(run)), y_title="mean loss (nats)",
+        loss = charts.curves(charts.frame(charts.train_val_series(run, "loss")), y_title="mean loss (nats)",
                              title="Loss")
-        acc = charts.curves(charts.frame(charts.accuracy_series(run)),
+        acc = charts.curves(charts.frame(charts.train_val_series(run, "acc")),
                             y_title="accuracy (fraction)", title="Accuracy")
         shape = charts.curves(charts.frame({
             "similarity to step 1": (run.snapshot_iterations, traj["similarity_mean"]),

@@ -10,7 +10,6 @@ on each page, and the URL is rewritten from it on every run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import uuid
@@ -124,14 +123,14 @@ def _take_upload() -> None:
     files = st.session_state.get("ws_uploader")
     if not files:
         return
-    payload = [(f.name, f.getvalue()) for f in files]
-    digest = hashlib.sha256(b"".join(name.encode() + b"\0" + hashlib.sha256(data).digest()
-                                     for name, data in payload)).hexdigest()
-    if st.session_state.get("ws_upload_seen") == digest:
+    # Every rerun of the home page sees the same files in the widget: they are read
+    # and checked only when the widget holds a new set (Streamlit gives each a file_id).
+    seen = tuple(f.file_id for f in files)
+    if st.session_state.get("ws_upload_seen") == seen:
         return
-    st.session_state["ws_upload_seen"] = digest
+    st.session_state["ws_upload_seen"] = seen
     try:
-        upload = uploads.load_upload(payload)
+        upload = uploads.load_upload([(f.name, f.getvalue()) for f in files])
     except uploads.UploadError as exc:
         st.session_state["ws_upload_error"] = str(exc)
         return

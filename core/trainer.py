@@ -396,21 +396,6 @@ class _Forward:
         return loss, probs, pred
 
 
-def _gradient(probs, X, y, rows, W, l2):
-    """Gradient of the smooth part from the probabilities (overwritten with G)."""
-    # probs becomes P - Y in place; 1/n is applied to the small (K, d) result, not to
-    # P - Y, whose tiny entries would turn subnormal and slow the product tenfold.
-    probs[rows, y] -= 1.0
-    inv_n = W.dtype.type(1.0 / len(y))
-    grad_W = probs.T @ X
-    grad_W *= inv_n
-    if l2:
-        grad_W += W.dtype.type(l2) * W
-    grad_b = probs.sum(axis=0)
-    grad_b *= inv_n
-    return grad_W, grad_b
-
-
 def objective_and_gradient(
     X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, model: str,
     l2: float = 0.0, l1: float = 0.0,
@@ -428,11 +413,10 @@ def objective_and_gradient(
     grad_W : (K, d), grad_b : (K,)
         Gradient of mean loss + (l2/2)||W||^2 (the L1 term is handled by the prox step).
     """
-    rows = np.arange(len(y))
-    loss_i, probs, _ = _Forward(model)(X @ W.T + b, y, rows)
-    objective = float(loss_i.mean()) + 0.5 * l2 * float(np.vdot(W, W)) + l1 * float(np.abs(W).sum())
-    grad_W, grad_b = _gradient(probs, X, y, rows, W, l2)
-    return objective, grad_W, grad_b
+    out = _NumpyPass.from_float(X, y, model).run(W, b, want_grad=True)
+    objective = float(out.loss.mean()) + 0.5 * l2 * float(np.vdot(W, W)) \
+        + l1 * float(np.abs(W).sum())
+    return objective, out.grad_W / len(y) + l2 * W, out.grad_b / len(y)
 
 
 class TrainingCancelled(Exception):
@@ -724,8 +708,19 @@ class _NumpyPass:
     """Rows held as floats in [0, 1]; logits and gradient by two matrix products."""
 
     def __init__(self, X8, y, n_classes, dtype, model):
-        self.X = X8.astype(dtype)
-        self.X *= dtype.type(1.0 / 255.0)
+        X = X8.astype(dtype)
+        X *= dtype.type(1.0 / 255.0)
+        self._setup(X, y, model)
+
+    @classmethod
+    def from_float(cls, X, y, model) -> "_NumpyPass":
+        """A pass over rows that are already floats (any values, any float dtype)."""
+        self = cls.__new__(cls)
+        self._setup(np.asarray(X), y, model)
+        return self
+
+    def _setup(self, X, y, model):
+        self.X = X
         self.y = np.ascontiguousarray(y)
         self.rows = np.arange(len(y))
         self.forward = _Forward(model)

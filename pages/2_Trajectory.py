@@ -58,8 +58,8 @@ with st.expander("Play the evolution", expanded=False):
 
 st.subheader("What the numbers do")
 sel = t
-loss = charts.frame(charts.loss_series(run))
-acc = charts.frame(charts.accuracy_series(run))
+loss = charts.frame(charts.train_val_series(run, "loss"))
+acc = charts.frame(charts.train_val_series(run, "acc"))
 snaps = run.snapshot_iterations
 shape = charts.frame({
     "similarity to step 1": (snaps, traj["similarity_mean"]),

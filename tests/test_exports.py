@@ -55,7 +55,7 @@ def test_evolution_gif_has_one_frame_per_snapshot(run):
 
 @pytest.mark.skipif(not charts.export_formats(), reason="vl-convert-python is not installed")
 def test_chart_exports_are_a_png_and_a_well_formed_svg(run):
-    chart = charts.curves(charts.frame(charts.loss_series(run)), y_title="loss", selected=50,
+    chart = charts.curves(charts.frame(charts.train_val_series(run, "loss")), y_title="loss", selected=50,
                           title="Loss")
     png = Image.open(io.BytesIO(charts.to_png(chart, width=400, scale=1)))
     assert png.format == "PNG" and png.width >= 400

@@ -360,6 +360,17 @@ def test_upload_refusals_on_a_live_session(live_server, browser):
         context.close()
 
 
+def open_home_on_digits(browser, server):
+    """A new browser context showing the home page on small digits runs, ready to upload."""
+    context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(f"{server.url}/?" + urlencode({"ds": "digits", "n": "200", "T": "50"}),
+              wait_until="domcontentloaded")
+    wait_idle(page)
+    return context, page
+
+
 @pytest.mark.browser
 def test_upload_through_the_home_page_uploader_passes_xsrf(live_server, browser, tmp_path):
     """The other side of the XSRF check: the app's own uploader ("Your own data", key
@@ -372,13 +383,8 @@ def test_upload_through_the_home_page_uploader_passes_xsrf(live_server, browser,
     path = tmp_path / "tiny.npz"
     np.savez(path, x_train=rng.integers(0, 256, (200, 8, 8), dtype=np.uint8),
              y_train=np.repeat(np.arange(4), 50))
-    context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    context, page = open_home_on_digits(browser, live_server)
     try:
-        page = context.new_page()
-        page.set_default_timeout(120_000)
-        page.goto(f"{live_server.url}/?" + urlencode({"ds": "digits", "n": "200", "T": "50"}),
-                  wait_until="domcontentloaded")
-        wait_idle(page)
         uploader = page.locator("[data-testid='stFileUploader']")
         assert uploader.count() == 1, "the home page has one file uploader"
         with page.expect_response(lambda r: UPLOAD in r.url and r.request.method == "PUT",
@@ -553,14 +559,9 @@ def test_uploaded_data_stays_private_and_a_bad_file_keeps_the_last_good_data(
              y_train=np.repeat(np.arange(3), 80), class_names=np.array(["ants", "bees", "cats"]))
     bad = tmp_path / "broken.npz"
     bad.write_bytes(b"this is not a zip archive at all")
-    context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    context, page = open_home_on_digits(browser, live_server)
     other = browser.new_context(viewport={"width": WIDTH, "height": 1000})
     try:
-        page = context.new_page()
-        page.set_default_timeout(120_000)
-        page.goto(f"{live_server.url}/?" + urlencode({"ds": "digits", "n": "200", "T": "50"}),
-                  wait_until="domcontentloaded")
-        wait_idle(page)
         page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(good))
         sidebar = page.locator("[data-testid='stSidebar']")
         deadline = time.monotonic() + 60
