@@ -44,9 +44,8 @@ if cfg.model == "softmax":
         f"to {counts.max() / len(y):.3f}: on balanced data this is "
         r"$\frac{a}{K}(\mu_k - \mu)$, the class mean minus the mean of all images.")
 else:
-    st.latex(r"\nabla_{w_k} = \frac{1}{n}\sum_i \big(\sigma(w_k^\top x_i + b_k) - y_{ik}\big)\,x_i"
-             r"\quad\text{(the answer's footnote has } \sigma(\theta^\top x - y)\,x"
-             r"\text{; the } y \text{ belongs outside the sigmoid)}")
+    # The footnote's misplaced y is corrected once, in the per-example formula below.
+    st.latex(r"\nabla_{w_k} = \frac{1}{n}\sum_i \big(\sigma(w_k^\top x_i + b_k) - y_{ik}\big)\,x_i")
     st.latex(r"W = 0 \Rightarrow \sigma(0) = \tfrac12 \Rightarrow "
              r"w_k^{(1)} = \frac{a}{n}\cdot\frac12\Big(\sum_{i:\,y_i = k} x_i - "
              r"\sum_{i:\,y_i \neq k} x_i\Big)")
