@@ -272,6 +272,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     choices = available_datasets()
     if settings.dataset not in choices:
         if settings.dataset == "upload":
+            st.title(title)
             st.warning(
                 "This link shows data that was uploaded in another browser session; uploads "
                 "stay private to the session that made them. Upload the same files here to "
@@ -290,6 +291,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     ds = dataset(settings.dataset)
     if adopt and "data" in params and params["data"] != ds.fingerprint[:8]:
         if not ss.get("ws_accept_data"):
+            st.title(title)
             st.error(
                 f"This link was made on data with fingerprint `{params['data']}`, but "
                 f"{choices[settings.dataset]} here has fingerprint `{ds.fingerprint[:8]}`: "

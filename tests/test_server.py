@@ -587,6 +587,10 @@ def test_uploaded_data_stays_private_and_a_bad_file_keeps_the_last_good_data(
         stranger.goto(link, wait_until="domcontentloaded")
         stranger.locator("[data-testid='stMain']", has_text="uploaded in another browser "
                                                              "session").wait_for()
+        # The uploader is drawn right after the warning, in the same script run; wait for
+        # the run to finish before counting what it drew.
+        stranger.locator("[data-testid='stFileUploader']").wait_for()
+        wait_idle(stranger)
         assert stranger.locator("[data-testid='stFileUploader']").count() == 1
         assert stranger.locator("[data-testid='stMain'] [data-testid='stImage']").count() == 0
         assert "Uploaded by you" not in stranger.locator("[data-testid='stMain']").inner_text()
