@@ -22,21 +22,16 @@ st.markdown(
 )
 
 cols = st.columns(4)
-for col, (target, label) in zip(cols, [
-    ("pages/1_First_step.py", "First step"), ("pages/2_Trajectory.py", "Trajectory"),
-    ("pages/3_Overfitting.py", "Overfitting and regularization"),
-    ("pages/4_Hardest_examples.py", "Hardest examples"),
-]):
+for col, (target, label, icon) in zip(cols, state.PAGES[1:]):
     # The current settings travel along: query parameters do not survive a page
     # change by themselves in this multipage mode.
-    col.page_link(target, label=label, icon="➡️",
+    col.page_link(target, label=label, icon=icon,
                   query_params=S.to_params(page.settings, ds.fingerprint))
 
 st.subheader("Presets")
 st.caption("Each preset is a link: open it, bookmark it, or send it to a colleague.")
-PAGE_FILES = {"First_step": "pages/1_First_step.py", "Trajectory": "pages/2_Trajectory.py",
-              "Overfitting": "pages/3_Overfitting.py",
-              "Hardest_examples": "pages/4_Hardest_examples.py"}
+# Preset.page names the page as its URL does: "pages/2_Trajectory.py" is "Trajectory".
+PAGE_FILES = {target.split("/")[-1][2:-3]: target for target, _, _ in state.PAGES[1:]}
 offered = state.available_datasets()
 for preset in S.PRESETS:
     if preset.settings.dataset not in offered:

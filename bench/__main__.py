@@ -245,7 +245,10 @@ def page_times(presets, reps: int) -> list[dict]:
         st.cache_data.clear()
         st.cache_resource.clear()
         for page in pages:
-            at = AppTest.from_file(str(ROOT / page), default_timeout=900)
+            # Entry script app.py, first run on the page, as a deep link opens it.
+            at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
+            if page != "app.py":
+                at.switch_page(page)
             for k, v in params.items():
                 at.query_params[k] = v
             t0 = time.perf_counter()

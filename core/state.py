@@ -28,6 +28,15 @@ from core.trainer import Run, TrainConfig, TrainingCancelled, validation_size
 from core.trainer import one_two_five  # noqa: F401 - re-exported for the pages
 
 SETTINGS_KEY = "ws_settings"
+# The sidebar navigation (Streamlit's own is switched off in .streamlit/config.toml: in the
+# ``pages/`` folder mode it would label the home page after the file, "app").
+PAGES = (
+    ("app.py", "Home", ":material/home:"),
+    ("pages/1_First_step.py", "First step", ":material/looks_one:"),
+    ("pages/2_Trajectory.py", "Trajectory", ":material/timeline:"),
+    ("pages/3_Overfitting.py", "Overfitting and regularization", ":material/blur_on:"),
+    ("pages/4_Hardest_examples.py", "Hardest examples", ":material/psychology_alt:"),
+)
 WRITTEN_KEY = "ws_params_written"
 
 
@@ -249,6 +258,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     ``view_keys`` are the URL parameters that hold this page's own view state.
     """
     st.set_page_config(page_title=f"{title} · Weightscope", page_icon="🧥", layout="wide")
+    nav = st.sidebar.container()
     params = {k: st.query_params.get(k) for k in st.query_params.keys()}
     ss = st.session_state
     _take_upload()
@@ -272,6 +282,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     choices = available_datasets()
     if settings.dataset not in choices:
         if settings.dataset == "upload":
+            _nav(nav, None)
             st.title(title)
             st.warning(
                 "This link shows data that was uploaded in another browser session; uploads "
@@ -291,6 +302,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     ds = dataset(settings.dataset)
     if adopt and "data" in params and params["data"] != ds.fingerprint[:8]:
         if not ss.get("ws_accept_data"):
+            _nav(nav, None)
             st.title(title)
             st.error(
                 f"This link was made on data with fingerprint `{params['data']}`, but "
@@ -307,10 +319,20 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     page = Page(name=name, ds=ds, settings=settings, view=view, adopted=adopt, link_box=link_box)
     ss[f"ws_view/{name}"] = dict(view)
     _write_url(page)
+    _nav(nav, S.to_params(settings, ds.fingerprint))
     if ds.is_fallback or ds.name == "digits":
         st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {md(ds.source)}",
                 icon="ℹ️")
     return page
+
+
+def _nav(box, params: dict[str, str] | None) -> None:
+    """Links to every page, each carrying the current settings (``params``) so that a
+    middle-click opens the same run in a new tab; None links to the pages' defaults."""
+    with box:
+        for target, label, icon in PAGES:
+            st.page_link(target, label=label, icon=icon, query_params=params)
+        st.divider()
 
 
 def _write_url(page: Page) -> None:

@@ -35,8 +35,17 @@ def fresh_streamlit(monkeypatch, tmp_path):
     st.cache_resource.clear()
 
 
+def app_test(path: str) -> AppTest:
+    """An AppTest of the app whose first run shows ``path``, as a deep link does: the entry
+    script stays app.py (page links resolve against it) and only the page's file runs."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    if path != "app.py":
+        at.switch_page(path)
+    return at
+
+
 def open_page(path: str, **params) -> AppTest:
-    at = AppTest.from_file(str(ROOT / path), default_timeout=120)
+    at = app_test(path)
     for k, v in params.items():
         at.query_params[k] = str(v)
     at.run()
@@ -290,7 +299,7 @@ def hostile_upload():
 ])
 def test_file_and_class_names_are_never_rendered_as_markdown_or_html(path, view):
     upload = hostile_upload()
-    at = AppTest.from_file(str(ROOT / path), default_timeout=120)
+    at = app_test(path)
     at.session_state["ws_upload"] = upload
     for k, v in {"ds": "upload", "n": "150", "T": "20", **view}.items():
         at.query_params[k] = v

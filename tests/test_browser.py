@@ -379,12 +379,24 @@ def test_deep_link_renders_and_shows_its_settings(case: Case, server: Server, pa
 
 def test_sidebar_page_switch_keeps_settings(server: Server, page):
     """Clicking another page in the sidebar keeps the link's settings (old multipage
-    mode clears query parameters and widget state on page change)."""
+    mode clears query parameters and widget state on page change). The sidebar lists the
+    pages by name, home included, each link carrying the settings."""
     open_deep_link(page, server, "/First_step", SETTINGS)
     assert url_params(page.url)["n"] == "400"
 
-    page.locator("[data-testid='stSidebarNav'] a[data-testid='stSidebarNavLink']",
-                 has_text="Trajectory").click()
+    nav = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink'] a")
+    # A material icon is a ligature: its name is part of the text, on its own line.
+    labels = [t.splitlines()[-1] for t in texts(page, "[data-testid='stSidebar'] "
+                                                      "[data-testid='stPageLink'] a")]
+    assert labels == [
+        "Home", "First step", "Trajectory", "Overfitting and regularization",
+        "Hardest examples"], "the sidebar names every page, home as Home (not 'app')"
+    assert page.locator("[data-testid='stSidebarNav']").count() == 0, \
+        "Streamlit's own page list (which calls home 'app') is switched off"
+    for i in range(nav.count()):
+        href = nav.nth(i).get_attribute("href")
+        assert url_params(href).get("n") == "400", f"nav link {href} lost the settings"
+    nav.filter(has_text="Trajectory").click()
     page.wait_for_url(re.compile(r"/Trajectory(\?|$)"))
     wait_idle(page)
     # wait_idle can catch the old page idle for a moment: wait for the new title.
