@@ -72,6 +72,14 @@ def examples_table(run: Run, ds: Dataset, t: int, split: str) -> pd.DataFrame:
     return table.sort_values("neg_log_p_true", ascending=False, kind="stable")
 
 
+def hardest(run: Run, t: int, k: int, split: str = "train") -> np.ndarray:
+    """Positions (into the split's examples) of the ``k`` examples with the largest remaining
+    loss -log p(true) at snapshot ``t``, hardest first: the order of :func:`examples_table`
+    and of the Hardest examples page, for both models (one-vs-rest's own per-example loss is
+    a sum of sigmoid losses, not -log p(true))."""
+    return np.argsort(-run.remaining_loss(t, split), kind="stable")[:k]
+
+
 def regularization_row(label: str, run: Run, t: int) -> dict:
     """One row of the regularization table: ``run`` stopped at snapshot ``t``.
 
@@ -163,15 +171,16 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
             _img(charts.to_png(c, width=520), t) for c, t in
             ((loss, "loss"), (acc, "accuracy"), (shape, "shape"))))
 
-    losses = run.example_losses(final)
-    top = np.argsort(-losses, kind="stable")[:20]
+    losses = run.remaining_loss(final)
+    top = hardest(run, final, 20)
     pred = run.predictions(final)
     thumbs = render.thumbnail_grid(
         ds.x_train[run.train_indices][top], ncols=10, scale=3,
-        labels=[f"{ds.class_names[y[i]]}\nas {ds.class_names[pred[i]]}\nloss {losses[i]:.2f}"
+        labels=[f"{ds.class_names[y[i]]}\nas {ds.class_names[pred[i]]}\n-log p {losses[i]:.2f}"
                 for i in top])
-    parts.append(f"<h2>Hardest training examples at iteration {final:,}</h2>" +
-                 _img(render.to_png(thumbs), "hardest examples"))
+    parts.append(f"<h2>Hardest training examples at iteration {final:,}</h2>"
+                 "<p>Ranked by remaining loss -log p(true class), as on the Hardest examples "
+                 "page.</p>" + _img(render.to_png(thumbs), "hardest examples"))
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
              "img{max-width:100%;margin:4px 0}th{text-align:left;padding-right:1em}"
              "td,th{border-bottom:1px solid #ddd;padding:2px 6px}")

@@ -101,3 +101,21 @@ def test_regularization_row_reports_the_run_at_the_step_asked(run):
     stop = report.regularization_row("early stopping", run, run.best_iteration())
     assert stop["step"] == stop["best at"] == run.best_iteration()
     assert stop["val loss"] == stop["best val loss"] <= final["val loss"]
+
+
+@pytest.mark.parametrize("model", ["softmax", "ovr"])
+def test_summary_and_table_rank_the_hardest_examples_the_same_way(digits, model):
+    """The summary's hardest examples are the table's (and the page's) first rows: ranked by
+    -log p(true). For one-vs-rest the objective's own per-example loss ranks differently,
+    which is the mistake this guards against."""
+    r = train(digits, TrainConfig(model=model, n_train=300, iterations=60, seed=2))
+    t = r.iterations_done
+    table = report.examples_table(r, digits, t, "train")
+    k = 25
+    top = report.hardest(r, t, k)
+    assert list(top) == list(table.index[:k])
+    remaining = r.remaining_loss(t)
+    assert np.all(np.diff(remaining[top]) <= 0)
+    if model == "ovr":
+        by_objective = np.argsort(-r.example_losses(t), kind="stable")[:k]
+        assert list(by_objective) != list(top), "ovr's objective loss ranks differently"
