@@ -133,7 +133,7 @@ class Dataset:
 
 # --------------------------------------------------------------------------- IDX files
 
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 _MAX_DIM = 10**7
 _MAX_BYTES = 2**31
@@ -148,7 +148,7 @@ class _IdxRead(NamedTuple):
     nbytes: int        # size of the whole decompressed file
 
 
-class _Gunzip:
+class Gunzip:
     """Reader over gzip data that decompresses no more than each ``read(n)`` asks for.
 
     Bounding the output per call is what keeps a gzip bomb from filling memory:
@@ -180,7 +180,7 @@ class _Gunzip:
         head = self._pending or self._raw.read(_CHUNK)
         if not head:
             return False
-        if head[:2] != _GZIP_MAGIC:
+        if head[:2] != GZIP_MAGIC:
             raise ValueError(f"{self._name} has stray bytes after its gzip data; download it again")
         self._dec = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         self._pending = head
@@ -200,7 +200,7 @@ def _read_capped(stream, n: int, hasher) -> bytes:
     return b"".join(parts)
 
 
-def _parse_header(head: bytes, name: str) -> int:
+def parse_idx_header(head: bytes, name: str) -> int:
     """Check the 4 magic bytes ``00 00 type ndim``; return ndim."""
     if len(head) < 4 or head[:2] != b"\0\0":
         raise ValueError(f"{name} is not an IDX file (magic bytes {head[:8].hex() or 'none'}); "
@@ -215,7 +215,8 @@ def _parse_header(head: bytes, name: str) -> int:
     return ndim
 
 
-def _parse_dims(raw: bytes, ndim: int, name: str) -> tuple[int, ...]:
+def parse_idx_dims(raw: bytes, ndim: int, name: str) -> tuple[int, ...]:
+    """The ``ndim`` big-endian dimensions in ``raw``, each checked against the limits."""
     if len(raw) < 4 * ndim:
         raise ValueError(f"{name} ends inside its header ({4 + len(raw)} bytes); "
                          "the file is truncated, download it again")
@@ -234,8 +235,8 @@ def _parse_dims(raw: bytes, ndim: int, name: str) -> tuple[int, ...]:
 def _decode_idx(stream, name: str) -> _IdxRead:
     """Parse an uncompressed IDX stream, validating the header before reading any data."""
     hasher = hashlib.sha256()
-    ndim = _parse_header(_read_capped(stream, 4, hasher), name)
-    dims = _parse_dims(_read_capped(stream, 4 * ndim, hasher), ndim, name)
+    ndim = parse_idx_header(_read_capped(stream, 4, hasher), name)
+    dims = parse_idx_dims(_read_capped(stream, 4 * ndim, hasher), ndim, name)
     size = math.prod(dims)
     # One byte more than declared tells a trailing-bytes file from an exact one.
     payload = _read_capped(stream, size + 1, hasher)
@@ -255,8 +256,8 @@ def _read_idx_stream(raw: BinaryIO, name: str) -> _IdxRead:
     magic = raw.read(2)
     raw.seek(-len(magic), io.SEEK_CUR)  # told apart by magic bytes, not by the name's suffix
     try:
-        if magic == _GZIP_MAGIC:
-            return _decode_idx(_Gunzip(raw, name), name)
+        if magic == GZIP_MAGIC:
+            return _decode_idx(Gunzip(raw, name), name)
         return _decode_idx(raw, name)
     except zlib.error as err:
         raise ValueError(f"{name} is a damaged gzip file ({err}); download it again") from None
@@ -331,7 +332,8 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, images_name: str, labels
     return images, labels.astype(np.int64)
 
 
-def _fingerprint(parts: Iterator[bytes]) -> str:
+def content_fingerprint(parts: Iterator[bytes]) -> str:
+    """Short hex SHA-256 over ``parts`` in order: what caches and links key a data set on."""
     hasher = hashlib.sha256()
     for part in parts:
         hasher.update(part)
@@ -384,7 +386,7 @@ def _load_fashion_folder(folder: Path, source: str) -> Dataset:
         class_names=FASHION_CLASSES,
         source=source,
         # Built from payload hashes, so .gz or plain and any folder give the same value.
-        fingerprint=_fingerprint(f"{name}:{reads[name].sha256}\n".encode() for name in files),
+        fingerprint=content_fingerprint(f"{name}:{reads[name].sha256}\n".encode() for name in files),
         is_fallback=False,
     )
 
@@ -602,7 +604,7 @@ def load_digits_dataset() -> Dataset:
         class_names=tuple(str(k) for k in range(10)),
         source="scikit-learn's built-in 8x8 handwritten digits (sklearn.datasets.load_digits), "
                "rescaled to 0-255",
-        fingerprint=_fingerprint(part for a in arrays for part in (str(a.shape).encode(),
+        fingerprint=content_fingerprint(part for a in arrays for part in (str(a.shape).encode(),
                                                                    a.tobytes())),
         is_fallback=True,
     )

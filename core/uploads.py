@@ -36,9 +36,9 @@ import numpy as np
 from numpy.lib import format as npy
 from PIL import Image
 
-from core.data import Dataset, read_idx_bytes, stratified_split
 # core.data's own IDX header checks and fingerprint, reused so both speak alike.
-from core.data import _GZIP_MAGIC, _Gunzip, _fingerprint, _parse_dims, _parse_header
+from core.data import (GZIP_MAGIC, Dataset, Gunzip, content_fingerprint, parse_idx_dims,
+                       parse_idx_header, read_idx_bytes, stratified_split)
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -233,7 +233,7 @@ def _kind(data: bytes) -> str:
         return "npy"
     if data.startswith(_PNG_MAGIC):
         return "png"
-    if data.startswith(_GZIP_MAGIC) or data.startswith(b"\0\0"):
+    if data.startswith(GZIP_MAGIC) or data.startswith(b"\0\0"):
         return "idx"
     return "unknown"
 
@@ -270,14 +270,14 @@ def _read_idx_files(files: list[tuple[str, bytes]], limits: UploadLimits) -> _Pa
 
 def _idx_dims(data: bytes, name: str, limits: UploadLimits) -> tuple[int, ...]:
     """Dimensions an IDX header declares, checked against `limits`; only the header is read."""
-    stream = _Gunzip(io.BytesIO(data), name) if data.startswith(_GZIP_MAGIC) else io.BytesIO(data)
+    stream = Gunzip(io.BytesIO(data), name) if data.startswith(GZIP_MAGIC) else io.BytesIO(data)
     with _reworded():
         try:
             head = stream.read(4 + 4 * 4)  # magic and at most four dimensions
         except zlib.error as err:
             raise UploadError(f"{name} is a damaged gzip file ({err}); upload an undamaged "
                               "copy.") from None
-        dims = _parse_dims(head[4:], _parse_header(head, name), name)
+        dims = parse_idx_dims(head[4:], parse_idx_header(head, name), name)
     shown = " x ".join(map(str, dims))
     if len(dims) not in (1, 3):
         raise UploadError(f"{name} holds an array of shape {shown}; expected images "
@@ -726,7 +726,7 @@ def _finish(parsed: _Parsed, source: str, fingerprint: str, limits: UploadLimits
 
 def _upload_fingerprint(files: list[tuple[str, bytes]]) -> str:
     """12 hex digits of SHA-256 over the files sorted by name, each name and length included."""
-    return _fingerprint(part for name, data in sorted(files)
+    return content_fingerprint(part for name, data in sorted(files)
                         for part in (f"{_base(name)}\0{len(data)}\0".encode("utf-8", "replace"),
                                      data))
 
