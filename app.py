@@ -36,7 +36,7 @@ offered = state.available_datasets()
 for preset in S.PRESETS:
     if preset.settings.dataset not in offered:
         continue
-    left, right = st.columns([1, 3])
+    left, right = st.columns([1, 2])
     left.page_link(PAGE_FILES[preset.page], label=f"**{preset.title}**", icon="▶️",
                    query_params=S.to_params(preset.settings, ds.fingerprint))
     right.markdown(preset.blurb)

@@ -80,7 +80,10 @@ def tile_grid(
     big = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
     th, tw = h * scale + 2, w * scale + 2  # one-pixel frame
     font = _font(font_size)
-    label_h = font_size + 6 if col_labels else 0
+    # Column labels wrap at spaces onto a second line rather than lose their end.
+    headers = [_wrap(str(text), font, tw) for text in (col_labels or ())]
+    line_h = font_size + 3
+    label_h = max(map(len, headers)) * line_h + 3 if headers else 0
     label_w = 0
     if row_labels:
         label_w = max(int(font.getlength(str(s))) for s in row_labels) + 8
@@ -96,14 +99,33 @@ def tile_grid(
             canvas[y0 + 1:y0 + th - 1, x0 + 1:x0 + tw - 1] = big[r, c]
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
-    for c, text in enumerate(col_labels or ()):
+    for c, lines in enumerate(headers):
         x0 = label_w + gap + c * (tw + gap)
-        text = _fit(str(text), font, tw)
-        draw.text((x0 + (tw - font.getlength(text)) / 2, 2), text, fill=TEXT, font=font)
+        for line_no, text in enumerate(lines):
+            draw.text((x0 + (tw - font.getlength(text)) / 2, 2 + line_no * line_h), text,
+                      fill=TEXT, font=font)
     for r, text in enumerate(row_labels or ()):
         y0 = label_h + gap + r * (th + gap)
         draw.text((2, y0 + th / 2 - font_size / 2), str(text), fill=TEXT, font=font)
     return img
+
+
+def _wrap(text: str, font, width: int, max_lines: int = 2) -> list[str]:
+    """``text`` broken at spaces into at most ``max_lines`` lines of ``width`` pixels; the
+    last line is shortened with an ellipsis if the words still do not fit."""
+    lines: list[str] = []
+    words = text.split(" ")
+    while words and len(lines) < max_lines - 1:
+        line = words.pop(0)
+        while words and font.getlength(line + " " + words[0]) <= width:
+            line += " " + words.pop(0)
+        if font.getlength(line) > width:
+            words.insert(0, line)  # one long word: leave it to the last line's ellipsis
+            break
+        lines.append(line)
+    if words:
+        lines.append(_fit(" ".join(words), font, width))
+    return lines or [""]
 
 
 def _fit(text: str, font, width: int) -> str:

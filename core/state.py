@@ -560,9 +560,12 @@ def weight_images(
 
 def show_png(img, caption: str | None = None, file_name: str | None = None) -> None:
     """A PIL image as PNG at its own pixel width: never upscaled (blurry), shrunk only
-    if the column is narrower. With ``file_name``, a button downloads the same PNG."""
+    if the column is narrower. With ``file_name``, a button downloads the same PNG.
+
+    ``width="content"`` is what caps the width: an integer width lets a wide grid run off
+    the right edge of the main column (seen in Chromium with Streamlit 1.67)."""
     png = render.to_png(img)
-    st.image(png, caption=caption, output_format="PNG", width=img.width)
+    st.image(png, caption=caption, output_format="PNG", width="content")
     if file_name:
         download("PNG", png, file_name, "image/png")
 

@@ -306,7 +306,24 @@ def assert_images_loaded(pg) -> int:
               "[data-testid='stMain'] [data-testid='stImage'] img"))
             .every(i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0)""",
         timeout=30_000)
+    # A picture wider than its column must be shrunk to fit, not run off the page.
+    overflow = pg.evaluate("""() => {
+        const main = document.querySelector("[data-testid='stMainBlockContainer']")
+                     .getBoundingClientRect();
+        return Array.from(document.querySelectorAll(
+              "[data-testid='stMain'] [data-testid='stImage'] img"))
+          .filter(i => i.getBoundingClientRect().right > main.right + 1)
+          .map(i => i.naturalWidth + " px wide, right edge " +
+                    Math.round(i.getBoundingClientRect().right));
+    }""")
+    assert not overflow, f"{pg.url}: pictures run off the page ({main_right(pg)}): {overflow}"
     return imgs.count()
+
+
+def main_right(pg) -> str:
+    right = pg.evaluate("() => document.querySelector("
+                        "\"[data-testid='stMainBlockContainer']\").getBoundingClientRect().right")
+    return f"the main column ends at {right:.0f} px"
 
 
 def full_screenshot(pg, name: str) -> Path:

@@ -119,3 +119,26 @@ def test_summary_and_table_rank_the_hardest_examples_the_same_way(digits, model)
     if model == "ovr":
         by_objective = np.argsort(-r.example_losses(t), kind="stable")[:k]
         assert list(by_objective) != list(top), "ovr's objective loss ranks differently"
+
+
+def test_column_labels_wrap_instead_of_losing_their_end():
+    """A class name wider than its tile goes onto a second line; only what still does not
+    fit in two lines is shortened, and no line is wider than the tile."""
+    font = render._font(12)
+    width = int(font.getlength("Ankle boot")) - 5
+    assert render._wrap("Ankle boot", font, width) == ["Ankle", "boot"]
+    assert render._wrap("Bag", font, width) == ["Bag"]
+    long = render._wrap("a class name much too long for two lines", font, width)
+    assert len(long) == 2 and long[-1].endswith("…")
+    assert " ".join(long).startswith("a class")
+    single = render._wrap("Supercalifragilisticexpialidocious", font, width)
+    assert len(single) == 1 and single[0].endswith("…")
+    for lines in (long, single):
+        assert all(font.getlength(line) <= width for line in lines)
+
+    side = width - 2  # a column is the tile plus its one-pixel frame: ``width`` pixels
+    tiles = np.zeros((1, 3, side, side, 3), dtype=np.uint8)
+    one_line = render.tile_grid(tiles, scale=1, col_labels=["a", "b", "c"])
+    two_lines = render.tile_grid(tiles, scale=1, col_labels=["a", "Ankle boot", "c"])
+    assert two_lines.height > one_line.height
+    assert two_lines.width == one_line.width

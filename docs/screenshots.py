@@ -1,0 +1,65 @@
+"""Retake the README's screenshots: every page with the "Reproduce the answer" preset.
+
+Run from the project root with the test environment (it needs Debian's ``chromium``, the
+``playwright`` package and Fashion-MNIST)::
+
+    .venv/bin/python -m docs.screenshots
+
+It starts its own ``streamlit run app.py`` on a free loopback port with a throw-away run cache,
+so the first page trains the preset (about 15 s) and the Overfitting page its three penalised
+runs (about a minute). Pictures go to ``docs/screenshots/<page>.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlencode
+
+from core import settings as S
+from tests import test_browser as tb
+
+OUT = Path(__file__).resolve().parent / "screenshots"
+PAGES = {"Home": "/", "First_step": "/First_step", "Trajectory": "/Trajectory",
+         "Overfitting": "/Overfitting", "Hardest_examples": "/Hardest_examples"}
+
+
+def main() -> int:
+    from playwright.sync_api import sync_playwright
+
+    preset = next(p for p in S.PRESETS if p.title == "Reproduce the answer")
+    params = S.to_params(preset.settings, "")
+    params.pop("data")  # the server's own data set; a link without it is never refused
+    tb.SHOTS = OUT
+    with tempfile.TemporaryDirectory() as tmp:
+        server = tb.Server(Path(tmp))
+        try:
+            server.wait_healthy(tb.START_TIMEOUT)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(tb.CHROMIUM),
+                                            args=tb.CHROMIUM_ARGS)
+                for name, path in PAGES.items():
+                    context = browser.new_context(viewport={"width": tb.WIDTH, "height": 1000})
+                    page = context.new_page()
+                    page.set_default_timeout(600_000)
+                    page.goto(f"{server.url}{path}?{urlencode(params)}",
+                              wait_until="domcontentloaded")
+                    tb.wait_idle(page, timeout=600)
+                    errors = tb.texts(page, "[data-testid='stException'], "
+                                            "[data-testid='stAlertContentError']")
+                    if errors:
+                        print(f"{name}: the page shows errors, no screenshot: {errors}",
+                              file=sys.stderr)
+                        return 1
+                    tb.assert_images_loaded(page)
+                    print(tb.full_screenshot(page, name))
+                    context.close()
+                browser.close()
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
