@@ -51,8 +51,12 @@ def curves(
     title: str | None = None,
     order: Sequence[str] | None = None,
     y_format: str = ".3g",
+    start: int = 1,
 ) -> alt.LayerChart:
     """Lines of ``data`` (from :func:`frame`) against iteration on a log axis.
+
+    ``start`` > 1 zooms in: only iterations from ``start`` on are drawn, and the value
+    axis fits what is left.
 
     The legend sits on the right: Streamlit 1.67 takes a bottom or top legend's
     height out of the plot, which then shrinks to a sliver. The chart keeps
@@ -60,11 +64,14 @@ def curves(
     """
     order = list(order) if order is not None else list(dict.fromkeys(data["series"]))
     last = float(data["iteration"].max()) if len(data) else 10.0
+    start = max(1, min(int(start), int(last) - 1))
+    if start > 1:
+        data = data[data["iteration"] >= start]
     color = alt.Color("series:N", title=None, sort=order,
                       scale=alt.Scale(domain=order, range=PALETTE[: len(order)]),
                       legend=alt.Legend(orient="right", labelLimit=160))
     x = alt.X("iteration:Q", title="iteration (log scale)",
-              scale=alt.Scale(type="log", domain=[1, max(last, 2.0)], nice=False),
+              scale=alt.Scale(type="log", domain=[start, max(last, start + 1.0)], nice=False),
               axis=alt.Axis(format="~s"))
     y = alt.Y("value:Q", title=y_title,
               scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False))
@@ -80,7 +87,7 @@ def curves(
         opacity=alt.condition(hover, alt.value(1.0), alt.value(0.0)),
     ).add_params(hover)
     layers = [lines, points]
-    if selected is not None and selected >= 1:
+    if selected is not None and selected >= start:
         rule = alt.Chart(pd.DataFrame({"iteration": [selected]})).mark_rule(
             color="#777777", strokeDash=[4, 3]).encode(
             x="iteration:Q", tooltip=[alt.Tooltip("iteration:Q", title="selected step", format=",")])

@@ -13,7 +13,8 @@ VARIANTS = (
     ("L1 0.0003", {"l2": 0.0, "l1": 0.0003}),
 )
 
-page = state.setup_page("Overfitting", "Overfitting and regularization", view_keys=("show",))
+page = state.setup_page("Overfitting", "Overfitting and regularization",
+                        view_keys=("show", "from"))
 ds = page.ds
 cfg = page.config
 st.title("Noise is overfitting; regularization removes it")
@@ -51,6 +52,17 @@ st.caption(
     "classes.")
 
 st.subheader("Validation curves")
+# The runs differ late: from step 1 on, the early descent fills the plot and the curves
+# look alike. By default the charts start a decade or so before the early-stopping step.
+last = base.iterations_done
+starts = [s for s in state.one_two_five(last) if s < last] or [1]
+zoom = max([s for s in starts if s <= max(1, best // 5)], default=1)
+start = st.select_slider(
+    "Curves from step", options=starts, format_func=lambda v: f"{v:,}",
+    key=page.view_key("from", zoom, choices=starts),
+    help="Where the curves begin. The default starts at about a fifth of the early-stopping "
+         "step, where the runs part; move it to 1 to see the whole run.")
+page.set_view(**{"from": start})
 loss = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_loss"])
                      for label, run in runs.items()})
 acc = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_acc"])
@@ -58,17 +70,18 @@ acc = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_a
 a, b = st.columns(2)
 with a:
     state.chart(charts.curves(loss, y_title="validation loss (nats)", selected=best,
-                              title="Validation loss (rule: early-stopping step)"),
+                              title="Validation loss (rule: early-stopping step)", start=start),
                 "validation-loss")
 with b:
     state.chart(charts.curves(acc, y_title="validation accuracy (fraction)", selected=best,
-                              title="Validation accuracy"), "validation-accuracy")
+                              title="Validation accuracy", start=start), "validation-accuracy")
 gap = charts.frame({
     label: (run.snapshot_iterations,
             run.history["train_acc"][run.snapshot_iterations] - run.snapshot_history["val_acc"])
     for label, run in runs.items()})
 state.chart(charts.curves(gap, y_title="train - validation accuracy",
-                          title="Generalisation gap", selected=best), "generalisation-gap")
+                          title="Generalisation gap", selected=best, start=start),
+            "generalisation-gap")
 
 st.subheader("Weight images")
 show = st.radio("Show each run at", ["final step", "its best validation step"], horizontal=True,

@@ -334,3 +334,36 @@ def test_an_operator_folder_is_offered_by_name_and_trains(monkeypatch, tmp_path)
     assert "Folder: letters" in choices and not any("broken" in c for c in choices)
     assert url(at)["ds"] == "folder:letters"
     assert len(at.get("image")) >= 5
+
+
+def _x_domains(at: AppTest) -> list[list[float]]:
+    import json
+
+    return [json.loads(c.proto.spec)["layer"][0]["encoding"]["x"]["scale"]["domain"]
+            for c in at.get("vega_lite_chart")]
+
+
+def test_overfitting_curves_start_where_the_runs_part_and_links_keep_it():
+    """The curves start near the early-stopping step by default (the runs look alike
+    before), the control moves every chart's axis, and the choice travels in the URL."""
+    at = open_page("pages/3_Overfitting.py", **SMALL)
+    assert_clean(at)
+    table = at.dataframe[0].value
+    best = int(table.loc[table["run"] == "no penalty", "best at"].iloc[0])
+    start = at.select_slider(key="ws_v/Overfitting/from").value
+    assert 1 <= start <= max(1, best // 5) and start * 10 > max(1, best // 5)
+    assert url(at)["from"] == str(start)
+    assert all(d[0] == start for d in _x_domains(at)) and len(_x_domains(at)) == 3
+
+    at.select_slider(key="ws_v/Overfitting/from").set_value(1).run()
+    assert_clean(at)
+    assert url(at)["from"] == "1"
+    assert all(d[0] == 1 for d in _x_domains(at))
+
+    again = open_page("pages/3_Overfitting.py", **SMALL, **{"from": 2})
+    assert again.select_slider(key="ws_v/Overfitting/from").value == 2
+    assert all(d[0] == 2 for d in _x_domains(again))
+    bad = open_page("pages/3_Overfitting.py", **SMALL, **{"from": "soon"})
+    assert not bad.exception
+    assert any("from='soon'" in w.value for w in bad.warning)
+    assert bad.select_slider(key="ws_v/Overfitting/from").value == start
