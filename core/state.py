@@ -228,15 +228,40 @@ class Page:
             ss[key] = value
         return key
 
-    def set_view(self, **values) -> None:
-        """Record view values (e.g. ``t=500``) in the session and the URL."""
+    def view_widget(self, widget, label: str, name: str, default, options, *, cast=int,
+                    write: bool = True, **kwargs):
+        """Draw choice ``widget`` (``st.select_slider``, ``st.radio`` or ``st.selectbox``,
+        on any container) for view value ``name``, record the choice, and return it.
+
+        ``write=False`` leaves the URL to a later :meth:`set_view`: each URL change is a
+        browser history entry, and one click should take one Back to undo.
+
+        The value is handed to the widget as its default rather than through session
+        state: a widget that a stopped run did not draw (a diverged run, say) comes back
+        in the browser showing its first option while the page uses the session's value
+        (seen with Streamlit 1.67: slider at 1, page at step 4).
+        """
+        options = list(options)
+        key = self.view_key(name, default, choices=options, cast=cast)
+        value = st.session_state.pop(key)
+        if getattr(widget, "__name__", "") == "select_slider":
+            kwargs["value"] = value
+        else:
+            kwargs["index"] = options.index(value)
+        chosen = widget(label, options, key=key, **kwargs)
+        self.set_view(write=write, **{name: chosen})
+        return chosen
+
+    def set_view(self, write: bool = True, **values) -> None:
+        """Record view values (e.g. ``t=500``) in the session and (``write``) the URL."""
         for k, v in values.items():
             if v is None:
                 self.view.pop(k, None)
             else:
                 self.view[k] = S.format_number(v) if not isinstance(v, str) else v
         st.session_state[f"ws_view/{self.name}"] = dict(self.view)
-        _write_url(self)
+        if write:
+            _write_url(self)
 
     def link(self, page: str | None = None, **view) -> str:
         return S.link(page or self.name, self.settings, self.ds.fingerprint, **view)

@@ -84,9 +84,8 @@ st.dataframe(
     hide_index=True)
 
 st.subheader("Typical examples")
-cls = st.selectbox("Class", range(K), format_func=lambda k: ds.class_names[k],
-                   key=page.view_key("cls", 0, choices=range(K)))
-page.set_view(cls=cls)
+cls = page.view_widget(st.selectbox, "Class", "cls", 0, range(K),
+                       format_func=lambda k: ds.class_names[k])
 members = np.flatnonzero(y == cls)
 template = fs["contrasts"][cls]
 x = ds.x_train[run.train_indices][members].reshape(len(members), -1) / 255.0

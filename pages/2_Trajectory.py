@@ -19,12 +19,10 @@ K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
 traj = state.trajectory(run, ds)
 
-t = st.select_slider(
-    "Gradient step (stored snapshots, log-spaced)", options=its,
-    key=page.view_key("t", its[-1], choices=its),
+t = page.view_widget(
+    st.select_slider, "Gradient step (stored snapshots, log-spaced)", "t", its[-1], its,
     format_func=lambda v: f"{v:,}",
     help="Every panel below shows this step. Snapshots are spaced evenly in log(step).")
-page.set_view(t=t)
 slot = its.index(t) + (1 if run.snapshot_iterations[0] == 0 else 0)
 
 scale = state.pick_scale(ds.image_shape)

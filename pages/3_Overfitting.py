@@ -57,12 +57,10 @@ st.subheader("Validation curves")
 last = base.iterations_done
 starts = [s for s in state.one_two_five(last) if s < last] or [1]
 zoom = max([s for s in starts if s <= max(1, best // 5)], default=1)
-start = st.select_slider(
-    "Curves from step", options=starts, format_func=lambda v: f"{v:,}",
-    key=page.view_key("from", zoom, choices=starts),
+start = page.view_widget(
+    st.select_slider, "Curves from step", "from", zoom, starts, format_func=lambda v: f"{v:,}",
     help="Where the curves begin. The default starts at about a fifth of the early-stopping "
          "step, where the runs part; move it to 1 to see the whole run.")
-page.set_view(**{"from": start})
 loss = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_loss"])
                      for label, run in runs.items()})
 acc = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_acc"])
@@ -84,10 +82,8 @@ state.chart(charts.curves(gap, y_title="train - validation accuracy",
             "generalisation-gap")
 
 st.subheader("Weight images")
-show = st.radio("Show each run at", ["final step", "its best validation step"], horizontal=True,
-                key=page.view_key("show", "final step",
-                                  choices=("final step", "its best validation step"), cast=str))
-page.set_view(show=show)
+show = page.view_widget(st.radio, "Show each run at", "show", "final step",
+                        ["final step", "its best validation step"], cast=str, horizontal=True)
 steps = {label: run.iterations_done for label, run in runs.items()}
 steps["early stopping"] = best
 if show == "its best validation step":

@@ -16,17 +16,16 @@ K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
 
 c1, c2, c3, c4 = st.columns([3, 1, 2, 1])
-t = c1.select_slider("Gradient step", options=its, format_func=lambda v: f"{v:,}",
-                     key=page.view_key("t", its[-1], choices=its))
-split = c2.radio("Split", ["train", "val"], horizontal=True,
-                 format_func={"train": "train", "val": "validation"}.get,
-                 key=page.view_key("split", "train", choices=("train", "val"), cast=str))
-classes = [-1] + list(range(K))
-cls = c3.selectbox("Class", classes, key=page.view_key("cls", -1, choices=classes),
-                   format_func=lambda k: "all classes" if k < 0 else ds.class_names[k])
-order = c4.radio("Show", ["hardest", "easiest"],
-                 key=page.view_key("order", "hardest", choices=("hardest", "easiest"), cast=str))
-page.set_view(t=t, split=split, cls=cls, order=order)
+# The URL is written once, by the example picker below: one click, one history entry.
+t = page.view_widget(c1.select_slider, "Gradient step", "t", its[-1], its, write=False,
+                     format_func=lambda v: f"{v:,}")
+split = page.view_widget(c2.radio, "Split", "split", "train", ["train", "val"], cast=str,
+                         write=False, horizontal=True,
+                         format_func={"train": "train", "val": "validation"}.get)
+cls = page.view_widget(c3.selectbox, "Class", "cls", -1, [-1] + list(range(K)), write=False,
+                       format_func=lambda k: "all classes" if k < 0 else ds.class_names[k])
+order = page.view_widget(c4.radio, "Show", "order", "hardest", ["hardest", "easiest"],
+                         cast=str, write=False)
 
 idx = run.train_indices if split == "train" else run.val_indices
 labels = ds.y_train[idx]
@@ -36,6 +35,11 @@ pred = run.predictions(t, split)
 pool = np.flatnonzero(labels == cls) if cls >= 0 else np.arange(len(idx))
 ranked = pool[np.argsort(-loss[pool] if order == "hardest" else loss[pool], kind="stable")]
 shown = ranked[:GALLERY]
+if not len(shown):
+    st.info(f"No {'training' if split == 'train' else 'validation'} images of class "
+            f"{state.md(ds.class_names[cls])} in this run; choose another class or split.")
+    page.set_view()
+    st.stop()
 
 st.markdown(
     f"Ranked by remaining loss −log p(true class) at step {t:,}, among {len(pool):,} "
@@ -53,12 +57,10 @@ state.download("Ranked CSV", lambda: report.examples_table(run, ds, t, split).to
                f"examples-{split}-step-{t}.csv", "text/csv")
 
 st.subheader("One example")
-choice = st.selectbox(
-    "Example", list(range(len(shown))),
-    key=page.view_key("ex", 0, choices=range(len(shown))),
+choice = page.view_widget(
+    st.selectbox, "Example", "ex", 0, range(len(shown)),
     format_func=lambda r: f"#{r + 1}: {ds.class_names[labels[shown[r]]]} predicted as "
                           f"{ds.class_names[pred[shown[r]]]}, loss {loss[shown[r]]:.3f}")
-page.set_view(ex=choice)
 i = int(shown[choice])
 image = ds.x_train[idx][i]
 x = image.reshape(-1) / 255.0

@@ -461,3 +461,53 @@ def test_preset_link_on_home_opens_its_page_with_its_settings(server: Server, pa
     got = url_params(page.url)
     assert got["model"] == "ovr" and got["n"] == "1000" and got["T"] == "10000"
     assert checked_option(page.locator("[data-testid='stSidebar']"), "Model") == "one-vs-rest"
+
+
+def _type_learning_rate(pg, text: str) -> None:
+    box = pg.locator("[data-testid='stSidebar'] [data-testid='stTextInput']",
+                     has_text="Learning rate").locator("input")
+    box.fill(text)
+    box.press("Enter")
+    pg.wait_for_timeout(500)
+    wait_idle(pg)
+
+
+def test_step_slider_survives_a_diverged_run(server: Server, page):
+    """A learning rate that diverges at once stops the page before the step slider; going
+    back to "auto" must show the slider at the step the page uses (it used to come back
+    at step 1 while the page showed step 4, and the next change wrote t=1)."""
+    open_deep_link(page, server, "/Trajectory", {**SETTINGS, "t": "4"})
+    main = page.locator("[data-testid='stMain']")
+    assert slider_value(main, "Gradient step (stored snapshots") == "4"
+    _type_learning_rate(page, "1000")
+    assert any("Diverged" in t for t in texts(page, "[data-testid='stAlertContentError']"))
+    for lr in ("auto", "1e-9"):
+        _type_learning_rate(page, lr)
+        assert_no_errors(page, server)
+        assert slider_value(main, "Gradient step (stored snapshots") == "4", lr
+        assert main.locator("h3", has_text="Weight images at step 4").count() == 1, lr
+        assert url_params(page.url)["t"] == "4", lr
+
+
+def test_one_click_is_one_history_entry(server: Server, page):
+    """Changing "Show" on Hardest examples resets the example too, in one URL change: one
+    Back returns to the view before the click."""
+    open_deep_link(page, server, "/Hardest_examples", {**SETTINGS, "cls": "6", "split": "val"})
+    # Pick the second example in the browser, as a user does.
+    page.locator("[data-testid='stMain'] [data-testid='stSelectbox']", has_text="Example") \
+        .locator("input").press("ArrowDown")  # opens the list (a click on it does not)
+    page.locator("[role='option']", has_text="#2:").click()
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    before = url_params(page.url)
+    assert before["ex"] == "1"
+    page.locator("[data-testid='stMain'] [data-testid='stRadio']", has_text="Show") \
+        .locator("label", has_text="easiest").click()
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    after = url_params(page.url)
+    assert after["order"] == "easiest" and before["order"] == "hardest"
+    page.go_back()
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    assert url_params(page.url) == before, "one Back should undo one click"
