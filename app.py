@@ -37,7 +37,7 @@ for preset in S.PRESETS:
     if preset.settings.dataset not in offered:
         continue
     left, right = st.columns([1, 2])
-    left.page_link(PAGE_FILES[preset.page], label=f"**{preset.title}**", icon="▶️",
+    left.page_link(PAGE_FILES[preset.page], label=f"**{preset.title}**", icon=":material/play_arrow:",
                    query_params=S.to_params(preset.settings, ds.fingerprint))
     right.markdown(preset.blurb)
 
@@ -48,7 +48,8 @@ test_acc = run.snapshot_history["test_acc"][-1]
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Test accuracy", f"{test_acc:.3f}", help="Official test split, final weights.")
 c2.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}")
-c3.metric("Gradient steps", f"{final:,}")
+c3.metric("L-BFGS iterations" if run.config.optimizer == "lbfgs" else "Gradient steps",
+          f"{final:,}")
 c4.metric("Training time", f"{run.seconds:.1f} s")
 scale = state.pick_scale(ds.image_shape)
 st.markdown(f"**Weight images after step 1 and after step {final:,}**")

@@ -131,8 +131,15 @@ def link(page: str, settings: Settings, fingerprint: str, **view) -> str:
     return f"./{page}?{urlencode(params)}"
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
 def _parse_int(text: str, low: int, high: int) -> int:
-    value = float(text)
+    value = _number(text)
     if not math.isfinite(value) or value != int(value):
         raise ValueError("not a whole number")
     value = int(value)
@@ -142,7 +149,7 @@ def _parse_int(text: str, low: int, high: int) -> int:
 
 
 def _parse_nonneg(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not math.isfinite(value) or value < 0:
         raise ValueError("not a number of at least 0")
     return value

@@ -159,9 +159,9 @@ def upload_messages() -> None:
     """Notices of the last upload, or why it was refused."""
     error = st.session_state.get("ws_upload_error")
     if error:
-        st.error(f"{md(error)} The data set in use is unchanged.", icon="🚫")
+        st.error(f"{md(error)} The data set in use is unchanged.", icon=":material/block:")
     for notice in st.session_state.get("ws_upload_notices", []):
-        st.info(notice, icon="ℹ️")
+        st.info(notice, icon=":material/info:")
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
@@ -223,7 +223,7 @@ class Page:
                         raise ValueError("not one of the choices here")
                 except (ValueError, TypeError):
                     st.warning(f"Ignored {name}={raw[:40]!r} in the link; using "
-                               f"{S.format_number(default)}.", icon="⚠️")
+                               f"{S.format_number(default)}.", icon=":material/warning:")
                     value = default
             ss[key] = value
         return key
@@ -302,7 +302,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
         _seed_widgets(settings, force=ss.get("ws_page") != name)
     ss["ws_page"] = name
     for notice in notices:
-        st.warning(notice, icon="⚠️")
+        st.warning(notice, icon=":material/warning:")
 
     choices = available_datasets()
     if settings.dataset not in choices:
@@ -312,7 +312,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
             st.warning(
                 "This link shows data that was uploaded in another browser session; uploads "
                 "stay private to the session that made them. Upload the same files here to "
-                "see this view.", icon="🔒")
+                "see this view.", icon=":material/lock:")
             upload_ui()
             upload_messages()
             st.stop()
@@ -321,7 +321,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
                 f"This link asks for {S.DATASETS.get(settings.dataset, settings.dataset)}, which "
                 "is not available on this server; showing the bundled digits instead. "
                 "Install it with `apt-get install dataset-fashion-mnist` (see the README).",
-                icon="⚠️")
+                icon=":material/warning:")
         settings = settings.replace(dataset=next(iter(choices)))
         st.session_state["ws_w_dataset"] = settings.dataset
     ds = dataset(settings.dataset)
@@ -347,7 +347,7 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     _nav(nav, S.to_params(settings, ds.fingerprint))
     if ds.is_fallback or ds.name == "digits":
         st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {md(ds.source)}",
-                icon="ℹ️")
+                icon=":material/info:")
     return page
 
 
@@ -449,7 +449,8 @@ def _sidebar(settings: S.Settings, ds: Dataset) -> tuple[S.Settings, Dataset]:
              "hold-out.")
     values["n_train"] = int(n_train)
 
-    iterations = sb.number_input("Gradient steps", min_value=1, max_value=S.MAX_ITERATIONS,
+    iterations = sb.number_input("Iterations (at most)" if lbfgs else "Gradient steps",
+                                 min_value=1, max_value=S.MAX_ITERATIONS,
                                  step=1000, key="ws_w_iterations")
     cap = S.max_work()
     if iterations * values["n_train"] > cap:
@@ -545,13 +546,25 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
     return job.run
 
 
+def probability(p: float) -> str:
+    """``p`` with three decimals, or in scientific notation when it would read 0.000."""
+    return f"{p:.3f}" if p >= 0.0005 or p == 0 else f"{p:.1e}"
+
+
 def show_run_status(run: Run) -> None:
     """An error when the run stopped early (divergence), with the reason; stops the page
     when not even one step survived, since there is nothing to show."""
     if run.diverged:
-        st.error(run.stop_reason, icon="🚨")
+        st.error(run.stop_reason, icon=":material/error:")
         if run.iterations_done < 1:
             st.stop()
+    elif run.learning_rate > run.stability_limit:  # NaN for L-BFGS: never true
+        times = run.learning_rate / run.stability_limit
+        st.warning(
+            f"The learning rate {run.learning_rate:.4g} is {times:.3g}x the stability limit "
+            f"2/L = {run.stability_limit:.4g}: gradient descent is no longer "
+            "sure to go downhill, and the curves may jump or oscillate. \"auto\" uses 1/L = "
+            f"{run.stability_limit / 2:.4g}.", icon=":material/warning:")
 
 
 # -- drawing helpers shared by the pages ------------------------------------------

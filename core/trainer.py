@@ -679,8 +679,10 @@ def _lbfgs_iterates(train_pass, cfg: TrainConfig, K: int, d: int, progress, inte
     if done >= int(cfg.iterations):
         reason = f"Finished all {done:,} L-BFGS iterations."
     else:
-        reason = (f"L-BFGS stopped after {done:,} of {int(cfg.iterations):,} iterations: "
-                  f"{result.message}")
+        # SciPy's message is upper case ("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH").
+        said = str(result.message).replace("_", " ").strip().rstrip(".")
+        reason = (f"L-BFGS stopped after {done:,} of {int(cfg.iterations):,} iterations "
+                  f"(SciPy: {said.capitalize() if said.isupper() else said}).")
     return iterates, reason
 
 

@@ -14,13 +14,15 @@ if run.config.optimizer == "lbfgs":
         "iteration count (Every class over training), the Coefficient range chart and the "
         "Accuracy chart below, all from this one recorded run. Each iterate equals "
         "scikit-learn's LogisticRegression(max_iter=k, tol=0) refit on the same images.",
-        icon="ℹ️")
+        icon=":material/info:")
 K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
 traj = state.trajectory(run, ds)
 
 t = page.view_widget(
-    st.select_slider, "Gradient step (stored snapshots, log-spaced)", "t", its[-1], its,
+    st.select_slider,
+    f"{'Iteration' if run.config.optimizer == 'lbfgs' else 'Gradient step'} "
+    "(stored snapshots, log-spaced)", "t", its[-1], its,
     format_func=lambda v: f"{v:,}",
     help="Every panel below shows this step. Snapshots are spaced evenly in log(step).")
 slot = its.index(t) + (1 if run.snapshot_iterations[0] == 0 else 0)
@@ -98,8 +100,10 @@ y = ds.y_train[run.train_indices]
 pred = run.predictions(t)
 share = norms[top].sum() / max(norms.sum(), 1e-30)
 st.markdown(
-    f"These 20 of {len(norms):,} training images carry **{share:.0%}** of the summed gradient "
-    f"norm. Their mean typicality is **{traj['example_typicality'][top].mean():.2f}**, against "
+    f"These {len(top)} of {len(norms):,} training images ({len(top) / len(norms):.1%} of them) "
+    f"carry **{share:.0%}** of the summed gradient norm (equal pulls would give "
+    f"{len(top) / len(norms):.1%})."
+    f" Their mean typicality is **{traj['example_typicality'][top].mean():.2f}**, against "
     f"{traj['example_typicality'].mean():.2f} for all training images.")
 state.thumbnails(
     ds.x_train[run.train_indices][top],

@@ -21,7 +21,7 @@ st.title("Noise is overfitting; regularization removes it")
 st.info(
     "This page sets each run's penalty itself: the sidebar's L2 and L1 do not apply here. "
     "Data, model, training-set size, steps, learning rate and seed come from the sidebar. "
-    "Try a small training set (overfits) against a large one.", icon="ℹ️")
+    "Try a small training set (overfits) against a large one.", icon=":material/info:")
 
 runs = {}
 for label, penalty in VARIANTS:

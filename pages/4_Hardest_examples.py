@@ -10,14 +10,15 @@ GALLERY = 30
 page = state.setup_page("Hardest_examples", "Hardest examples",
                         view_keys=("t", "split", "cls", "order", "ex"))
 ds = page.ds
-st.title("The examples that are still hard")
+st.title("Which examples still carry loss")
 run = page.run(label="the current settings")
 K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
 
 c1, c2, c3, c4 = st.columns([3, 1, 2, 1])
 # The URL is written once, by the example picker below: one click, one history entry.
-t = page.view_widget(c1.select_slider, "Gradient step", "t", its[-1], its, write=False,
+step_word = "Iteration" if run.config.optimizer == "lbfgs" else "Gradient step"
+t = page.view_widget(c1.select_slider, step_word, "t", its[-1], its, write=False,
                      format_func=lambda v: f"{v:,}")
 split = page.view_widget(c2.radio, "Split", "split", "train", ["train", "val"], cast=str,
                          write=False, horizontal=True,
@@ -49,7 +50,8 @@ st.markdown(
 scale = state.pick_scale(ds.image_shape)
 state.thumbnails(
     ds.x_train[idx][shown],
-    [f"{ds.class_names[labels[i]]}\nas {ds.class_names[pred[i]]}\np={p_true[i]:.3f}"
+    [f"{ds.class_names[labels[i]]}\nas {ds.class_names[pred[i]]}\n"
+     f"p={state.probability(p_true[i])}"
      for i in shown],
     scale=scale, caption="true class, predicted class, p(true class)",
     file_name=f"{order}-{split}-step-{t}.png")
@@ -79,7 +81,7 @@ with left:
             f"- learned from step: **{learned:,}**" if learned >= 0 else
             "- learned from step: **never** (wrong at the end)")
         st.markdown(f"- forgotten (correct, then wrong): **{int(run.forgetting_events[i])}** times")
-    st.markdown(f"- p(true) at step {t:,}: **{p[y_i]:.3f}**; gradient norm ‖p − y‖‖x‖ = "
+    st.markdown(f"- p(true) at step {t:,}: **{state.probability(p[y_i])}**; gradient norm ‖p − y‖‖x‖ = "
                 f"**{np.linalg.norm(p - np.eye(K)[y_i]) * np.linalg.norm(x):.3f}**")
 with right:
     pairs = np.stack([np.stack([run.weights(t)[k], contribution[k]]) for k in rows])

@@ -367,3 +367,17 @@ def test_overfitting_curves_start_where_the_runs_part_and_links_keep_it():
     assert not bad.exception
     assert any("from='soon'" in w.value for w in bad.warning)
     assert bad.select_slider(key="ws_v/Overfitting/from").value == start
+
+
+def test_a_learning_rate_past_the_stability_limit_is_flagged_before_it_diverges():
+    at = open_page("app.py", **SMALL)
+    assert_clean(at)
+    assert not at.warning
+    caption = next(c.value for c in at.caption if "stability limit 2/L" in c.value)
+    limit = float(re.search(r"stability limit 2/L = ([0-9.e+-]+)", caption).group(1).rstrip("."))
+    at.sidebar.text_input(key="ws_w_learning_rate").set_value(f"{1.5 * limit:.6g}").run()
+    assert not at.exception and not at.error, "1.5x the limit still descends here"
+    warned = [w.value for w in at.warning if "stability limit" in w.value]
+    assert len(warned) == 1 and "1.5x" in warned[0], warned
+    at.sidebar.text_input(key="ws_w_learning_rate").set_value(f"{0.9 * limit:.6g}").run()
+    assert not [w for w in at.warning if "stability limit" in w.value]

@@ -75,7 +75,7 @@ CASES = [
     Case("Overfitting", "/Overfitting", "Noise is overfitting; regularization removes it",
          {"show": "its best validation step"},
          view_radios={"Show each run at": "its best validation step"}),
-    Case("Hardest_examples", "/Hardest_examples", "The examples that are still hard",
+    Case("Hardest_examples", "/Hardest_examples", "Which examples still carry loss",
          {"t": "50", "split": "val", "order": "easiest", "ex": "2"},
          view_radios={"Split": "validation", "Show": "easiest"},
          view_sliders={"Gradient step": "50"}),

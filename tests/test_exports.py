@@ -142,3 +142,11 @@ def test_column_labels_wrap_instead_of_losing_their_end():
     two_lines = render.tile_grid(tiles, scale=1, col_labels=["a", "Ankle boot", "c"])
     assert two_lines.height > one_line.height
     assert two_lines.width == one_line.width
+
+
+def test_tiny_probabilities_are_not_printed_as_zero():
+    from core.state import probability
+
+    assert probability(0.5) == "0.500" and probability(0.0) == "0.000"
+    assert probability(2.16e-4) == "2.2e-04"
+    assert float(probability(3e-9)) == pytest.approx(3e-9)
