@@ -45,7 +45,7 @@ st.subheader("The current run")
 run = page.run(label="the current settings")
 final = run.iterations_done
 test_acc = run.snapshot_history["test_acc"][-1]
-c1, c2, c3, c4 = st.columns(4)
+c1 = c2 = c3 = c4 = st.grid(4, min_column_width=150)
 c1.metric("Test accuracy", f"{test_acc:.3f}", help="Official test split, final weights.")
 c2.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}")
 c3.metric("L-BFGS iterations" if run.config.optimizer == "lbfgs" else "Gradient steps",

@@ -28,6 +28,9 @@ from core.trainer import Run, TrainConfig, TrainingCancelled, validation_size
 from core.trainer import one_two_five  # noqa: F401 - re-exported for the pages
 
 SETTINGS_KEY = "ws_settings"
+#: Narrowest a chart gets beside another (st.grid cell): below it, charts stack, so the
+#: plot keeps room next to its right-hand legend on a narrow window.
+CHART_MIN_WIDTH = 440
 # The sidebar navigation (Streamlit's own is switched off in .streamlit/config.toml: in the
 # ``pages/`` folder mode it would label the home page after the file, "app").
 PAGES = (
@@ -625,11 +628,11 @@ def chart(ch, file_stem: str) -> None:
     if not formats:
         st.caption("Chart downloads need vl-convert-python (pip install vl-convert-python).")
         return
-    cols = st.columns(len(formats) + 3)
     makers = {"PNG": (lambda: charts.to_png(ch), "image/png"),
               "SVG": (lambda: charts.to_svg(ch), "image/svg+xml")}
-    for col, fmt in zip(cols, formats):
-        with col:
+    # A row of buttons at their natural width (equal columns cut "PNG" to "P…" when narrow).
+    with st.container(horizontal=True, gap="small"):
+        for fmt in formats:
             make, mime = makers[fmt]
             download(fmt, make, f"{file_stem}.{fmt.lower()}", mime)
 

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core import charts, metrics, report, state
+from core.state import CHART_MIN_WIDTH
 
 page = state.setup_page("Trajectory", "Trajectory", view_keys=("t",))
 ds = page.ds
@@ -28,7 +29,7 @@ t = page.view_widget(
 slot = its.index(t) + (1 if run.snapshot_iterations[0] == 0 else 0)
 
 scale = state.pick_scale(ds.image_shape)
-c1, c2, c3, c4, c5 = st.columns(5)
+c1 = c2 = c3 = c4 = c5 = st.grid(5, min_column_width=150)
 c1.metric("Train accuracy", f"{run.history['train_acc'][t]:.3f}")
 c2.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][slot]:.3f}")
 c3.metric("Similarity to step 1", f"{traj['similarity_mean'][slot]:.2f}",
@@ -70,22 +71,21 @@ pull = charts.frame({
     "typicality of what pulls": (snaps, traj["typicality"]),
 })
 crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
-a, b = st.columns(2)
-with a:
-    state.chart(charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"),
-                "loss")
-with b:
-    state.chart(charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel,
-                              title="Accuracy"), "accuracy")
-a, b = st.columns(2)
-with a:
-    state.chart(charts.curves(shape, y_title="value (unitless)", selected=sel,
-                              title="Shape of the weight images"), "weight-image-shape")
-with b:
-    state.chart(charts.curves(pull, y_title="share / correlation", selected=sel,
-                              title="Who pulls on the weights"), "gradient-concentration")
-state.chart(charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
-                          title="Coefficient range", log_y=True), "coefficient-range")
+# Two charts a row where they fit, one where the window is narrow (a projector, say).
+grid = st.grid(2, min_column_width=CHART_MIN_WIDTH)
+for chart, stem in (
+    (charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"), "loss"),
+    (charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel, title="Accuracy"),
+     "accuracy"),
+    (charts.curves(shape, y_title="value (unitless)", selected=sel,
+                   title="Shape of the weight images"), "weight-image-shape"),
+    (charts.curves(pull, y_title="share / correlation", selected=sel,
+                   title="Who pulls on the weights"), "gradient-concentration"),
+    (charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
+                   title="Coefficient range", log_y=True), "coefficient-range"),
+):
+    with grid.cell():
+        state.chart(chart, stem)
 state.download("History CSV", lambda: report.history_table(run, traj).to_csv(index=False),
                "history.csv", "text/csv")
 st.caption(

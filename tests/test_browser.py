@@ -402,6 +402,10 @@ def test_sidebar_page_switch_keeps_settings(server: Server, page):
     assert url_params(page.url)["n"] == "400"
 
     nav = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink'] a")
+    # The links are drawn at the end of the shared set-up; a rerun (CI saw one right after
+    # the page looked idle) redraws them, so wait for them rather than read at once.
+    nav.nth(4).wait_for()
+    wait_idle(page)
     # A material icon is a ligature: its name is part of the text, on its own line.
     labels = [t.splitlines()[-1] for t in texts(page, "[data-testid='stSidebar'] "
                                                       "[data-testid='stPageLink'] a")]
