@@ -24,12 +24,16 @@ st.info(
     "Data, model, training-set size, steps, learning rate and seed come from the sidebar. "
     "Try a small training set (overfits) against a large one.", icon=":material/info:")
 
-runs = {}
-for label, penalty in VARIANTS:
-    if cfg.optimizer == "lbfgs" and penalty["l1"] > 0:
-        st.caption(f"{label} is left out: L1 needs gradient descent's proximal step.")
-        continue
-    runs[label] = page.run(cfg.replace(**penalty), label=label)
+wanted = {label: cfg.replace(**penalty) for label, penalty in VARIANTS
+          if not (cfg.optimizer == "lbfgs" and penalty["l1"] > 0)}
+if cfg.optimizer == "lbfgs":
+    st.caption("L1 is left out: it needs gradient descent's proximal step.")
+missing = [label for label, c in wanted.items() if state.run_store().cached(ds, c) is None]
+if missing:
+    st.caption(f"First visit with these settings: {len(missing)} run(s) to train "
+               f"({', '.join(missing)}), each as long as the sidebar's. They are kept, so the "
+               "next visit is instant.")
+runs = {label: page.run(c, label=label) for label, c in wanted.items()}
 base = runs["no penalty"]
 best = base.best_iteration()
 

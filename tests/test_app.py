@@ -348,6 +348,8 @@ def test_overfitting_curves_start_where_the_runs_part_and_links_keep_it():
     before), the control moves every chart's axis, and the choice travels in the URL."""
     at = open_page("pages/3_Overfitting.py", **SMALL)
     assert_clean(at)
+    first_visit = [c.value for c in at.caption if "run(s) to train" in c.value]
+    assert len(first_visit) == 1 and first_visit[0].startswith("First visit"), first_visit
     table = at.dataframe[0].value
     best = int(table.loc[table["run"] == "no penalty", "best at"].iloc[0])
     start = at.select_slider(key="ws_v/Overfitting/from").value
@@ -357,6 +359,7 @@ def test_overfitting_curves_start_where_the_runs_part_and_links_keep_it():
 
     at.select_slider(key="ws_v/Overfitting/from").set_value(1).run()
     assert_clean(at)
+    assert not [c for c in at.caption if "run(s) to train" in c.value], "all trained now"
     assert url(at)["from"] == "1"
     assert all(d[0] == 1 for d in _x_domains(at))
 
