@@ -28,6 +28,7 @@ from core.trainer import Run, TrainConfig, TrainingCancelled, validation_size
 from core.trainer import one_two_five  # noqa: F401 - re-exported for the pages
 
 SETTINGS_KEY = "ws_settings"
+NAV_KEY = "ws_nav_params"  # the settings the sidebar's page links carry
 #: Narrowest a chart gets beside another (st.grid cell): below it, charts stack, so the
 #: plot keeps room next to its right-hand legend on a narrow window.
 CHART_MIN_WIDTH = 440
@@ -286,7 +287,10 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     ``view_keys`` are the URL parameters that hold this page's own view state.
     """
     st.set_page_config(page_title=f"{title} · Weightscope", page_icon="🧥", layout="wide")
-    nav = st.sidebar.container()
+    # Drawn at once with the links of the last run, redrawn below only if they changed: a
+    # rerun then never shows an empty navigation while the settings are worked out.
+    nav = st.sidebar.empty()
+    _nav(nav, st.session_state.get(NAV_KEY))
     params = {k: st.query_params.get(k) for k in st.query_params.keys()}
     ss = st.session_state
     _take_upload()
@@ -347,7 +351,9 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     page = Page(name=name, ds=ds, settings=settings, view=view, adopted=adopt, link_box=link_box)
     ss[f"ws_view/{name}"] = dict(view)
     _write_url(page)
-    _nav(nav, S.to_params(settings, ds.fingerprint))
+    if S.to_params(settings, ds.fingerprint) != ss.get(NAV_KEY):
+        ss[NAV_KEY] = S.to_params(settings, ds.fingerprint)
+        _nav(nav, ss[NAV_KEY])
     if ds.is_fallback or ds.name == "digits":
         st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {md(ds.source)}",
                 icon=":material/info:")
@@ -356,8 +362,9 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
 
 def _nav(box, params: dict[str, str] | None) -> None:
     """Links to every page, each carrying the current settings (``params``) so that a
-    middle-click opens the same run in a new tab; None links to the pages' defaults."""
-    with box:
+    middle-click opens the same run in a new tab; None links to the pages' defaults.
+    ``box`` is an ``st.empty``: drawing again replaces the links."""
+    with box.container():
         for target, label, icon in PAGES:
             st.page_link(target, label=label, icon=icon, query_params=params)
         st.divider()
