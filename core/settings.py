@@ -174,7 +174,9 @@ def _parser(name: str):
         "dataset": lambda s: s if is_dataset_name(s) else _fail(
             f"not one of {', '.join(DATASETS)}, upload or folder:<name>"),
         "model": lambda s: s if s in ("softmax", "ovr") else _fail("not softmax or ovr"),
-        "n_train": lambda s: _parse_int(s, 2, 10_000_000),
+        # The data set's own range (one image per class up to all) is applied by the sidebar,
+        # which clamps with a message naming it; here only what no data set could use.
+        "n_train": lambda s: _parse_int(s, 1, 10_000_000),
         "iterations": lambda s: _parse_int(s, 1, MAX_ITERATIONS),
         "learning_rate": parse_learning_rate,
         "l2": _parse_nonneg,

@@ -384,3 +384,14 @@ def test_a_learning_rate_past_the_stability_limit_is_flagged_before_it_diverges(
     assert len(warned) == 1 and "1.5x" in warned[0], warned
     at.sidebar.text_input(key="ws_w_learning_rate").set_value(f"{0.9 * limit:.6g}").run()
     assert not [w for w in at.warning if "stability limit" in w.value]
+
+
+def test_a_link_below_one_image_per_class_is_clamped_with_the_data_sets_range():
+    """n=1 in a link meets the same rule and message as n=1 typed in the sidebar."""
+    at = open_page("pages/2_Trajectory.py", **{**SMALL, "n": 1})
+    assert not at.exception
+    messages = [e.value for e in at.sidebar.error]
+    assert any("between 10 (one per class)" in m and "1 was changed to 10" in m
+               for m in messages), messages
+    assert url(at)["n"] == "10"
+    assert not [w for w in at.warning if "n='1'" in w.value]
