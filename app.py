@@ -1,5 +1,7 @@
 """Weightscope home: what the app shows, where the data came from, presets, the current run."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from core import settings as S
@@ -31,26 +33,26 @@ for col, (target, label, icon) in zip(cols, state.PAGES[1:]):
 st.subheader("Presets")
 st.caption("Each preset is a link: open it, bookmark it, or send it to a colleague.")
 # Preset.page names the page as its URL does: "pages/2_Trajectory.py" is "Trajectory".
-PAGE_FILES = {target.split("/")[-1][2:-3]: target for target, _, _ in state.PAGES[1:]}
+PAGE_FILES = {Path(target).stem.split("_", 1)[1]: target for target, _, _ in state.PAGES[1:]}
 offered = state.available_datasets()
 for preset in S.PRESETS:
     if preset.settings.dataset not in offered:
         continue
     left, right = st.columns([1, 2])
-    left.page_link(PAGE_FILES[preset.page], label=f"**{preset.title}**", icon=":material/play_arrow:",
-                   query_params=S.to_params(preset.settings, ds.fingerprint))
+    left.page_link(PAGE_FILES[preset.page], label=f"**{preset.title}**",
+                   icon=":material/play_arrow:", query_params=S.to_params(preset.settings, ds.fingerprint))
     right.markdown(preset.blurb)
 
 st.subheader("The current run")
 run = page.run(label="the current settings")
 final = run.iterations_done
 test_acc = run.snapshot_history["test_acc"][-1]
-c1 = c2 = c3 = c4 = st.grid(4, min_column_width=150)
-c1.metric("Test accuracy", f"{test_acc:.3f}", help="Official test split, final weights.")
-c2.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}")
-c3.metric("L-BFGS iterations" if run.config.optimizer == "lbfgs" else "Gradient steps",
-          f"{final:,}")
-c4.metric("Training time", f"{run.seconds:.1f} s")
+numbers = st.grid(4, min_column_width=150)  # wraps to fewer a row on a narrow window
+numbers.metric("Test accuracy", f"{test_acc:.3f}", help="Official test split, final weights.")
+numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}")
+numbers.metric("L-BFGS iterations" if run.config.optimizer == "lbfgs" else "Gradient steps",
+               f"{final:,}")
+numbers.metric("Training time", f"{run.seconds:.1f} s")
 scale = state.pick_scale(ds.image_shape)
 st.markdown(f"**Weight images after step 1 and after step {final:,}**")
 state.weight_rows([("step 1", run.weights(1)), (f"step {final:,}", run.weights(final))],

@@ -36,17 +36,18 @@ def max_work() -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    """What the sidebar controls: a data set name plus the trainer's settings."""
+    """What the sidebar controls: a data set name plus the trainer's settings (their
+    defaults are :class:`TrainConfig`'s; dtype and the validation size are not controls)."""
 
     dataset: str = "fashion-mnist"
-    model: str = "softmax"
-    n_train: int = 1000
-    iterations: int = 3000
-    learning_rate: float | str = "auto"
-    l2: float = 0.0
-    l1: float = 0.0
-    seed: int = 0
-    optimizer: str = "gd"
+    model: str = TrainConfig.model
+    n_train: int = TrainConfig.n_train
+    iterations: int = TrainConfig.iterations
+    learning_rate: float | str = TrainConfig.learning_rate
+    l2: float = TrainConfig.l2
+    l1: float = TrainConfig.l1
+    seed: int = TrainConfig.seed
+    optimizer: str = TrainConfig.optimizer
 
     def config(self, **changes) -> TrainConfig:
         """The :class:`TrainConfig` for these settings (``changes`` override fields).

@@ -201,37 +201,6 @@ class Page:
     def config(self) -> TrainConfig:
         return self.settings.config()
 
-    def view_value(self, key: str, default):
-        """This page's view value ``key`` from the URL or the session, else ``default``."""
-        return self.view.get(key, default)
-
-    def view_key(self, name: str, default, choices=None, cast=int) -> str:
-        """Widget key for view value ``name``, seeded from the URL or session.
-
-        A value that does not parse with ``cast`` or is not in ``choices`` is
-        replaced by ``default`` with a notice.
-        """
-        key = f"ws_v/{self.name}/{name}"
-        ss = st.session_state
-        if key in ss and choices is not None and ss[key] not in choices:
-            # The choices changed under the widget (another run, another data set): keep
-            # the nearest valid value instead of letting Streamlit fall back to the first.
-            ss[key] = _nearest(ss[key], choices, default)
-        if self.adopted or key not in ss:
-            raw = self.view.get(name)
-            value = default
-            if raw is not None:
-                try:
-                    value = cast(raw)
-                    if choices is not None and value not in choices:
-                        raise ValueError("not one of the choices here")
-                except (ValueError, TypeError):
-                    st.warning(f"Ignored {name}={raw[:40]!r} in the link; using "
-                               f"{S.format_number(default)}.", icon=":material/warning:")
-                    value = default
-            ss[key] = value
-        return key
-
     def view_widget(self, widget, label: str, name: str, default, options, *, cast=int,
                     write: bool = True, **kwargs):
         """Draw choice ``widget`` (``st.select_slider``, ``st.radio`` or ``st.selectbox``,
@@ -246,8 +215,8 @@ class Page:
         (seen with Streamlit 1.67: slider at 1, page at step 4).
         """
         options = list(options)
-        key = self.view_key(name, default, choices=options, cast=cast)
-        value = st.session_state.pop(key)
+        key = f"ws_v/{self.name}/{name}"
+        value = self._view_choice(st.session_state.pop(key, None), name, default, options, cast)
         if getattr(widget, "__name__", "") == "select_slider":
             kwargs["value"] = value
         else:
@@ -255,6 +224,26 @@ class Page:
         chosen = widget(label, options, key=key, **kwargs)
         self.set_view(write=write, **{name: chosen})
         return chosen
+
+    def _view_choice(self, current, name: str, default, options: list, cast):
+        """The option to show: the widget's ``current`` value (the nearest option if the
+        options changed under it, another run say), unless a link was just opened or the
+        widget is new; then the URL's or session's value, or ``default`` with a notice
+        when that does not parse with ``cast`` or is not an option here."""
+        if current is not None and not self.adopted:
+            return current if current in options else _nearest(current, options, default)
+        raw = self.view.get(name)
+        if raw is None:
+            return default
+        try:
+            value = cast(raw)
+            if value in options:
+                return value
+        except (ValueError, TypeError):
+            pass
+        st.warning(f"Ignored {name}={raw[:40]!r} in the link; using "
+                   f"{S.format_number(default)}.", icon=":material/warning:")
+        return default
 
     def set_view(self, write: bool = True, **values) -> None:
         """Record view values (e.g. ``t=500``) in the session and (``write``) the URL."""
@@ -314,7 +303,6 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     choices = available_datasets()
     if settings.dataset not in choices:
         if settings.dataset == "upload":
-            _nav(nav, None)
             st.title(title)
             st.warning(
                 "This link shows data that was uploaded in another browser session; uploads "
@@ -334,7 +322,6 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     ds = dataset(settings.dataset)
     if adopt and "data" in params and params["data"] != ds.fingerprint[:8]:
         if not ss.get("ws_accept_data"):
-            _nav(nav, None)
             st.title(title)
             st.error(
                 f"This link was made on data with fingerprint `{params['data']}`, but "
@@ -351,9 +338,10 @@ def setup_page(name: str, title: str, view_keys: tuple[str, ...] = ()) -> Page:
     page = Page(name=name, ds=ds, settings=settings, view=view, adopted=adopt, link_box=link_box)
     ss[f"ws_view/{name}"] = dict(view)
     _write_url(page)
-    if S.to_params(settings, ds.fingerprint) != ss.get(NAV_KEY):
-        ss[NAV_KEY] = S.to_params(settings, ds.fingerprint)
-        _nav(nav, ss[NAV_KEY])
+    links = S.to_params(settings, ds.fingerprint)
+    if links != ss.get(NAV_KEY):
+        ss[NAV_KEY] = links
+        _nav(nav, links)
     if ds.is_fallback or ds.name == "digits":
         st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {md(ds.source)}",
                 icon=":material/info:")
@@ -625,6 +613,15 @@ def download(label: str, data, file_name: str, mime: str) -> None:
     """
     st.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore",
                        key=f"dl/{file_name}/{label}", icon=":material/download:")
+
+
+def chart_grid(items: Sequence[tuple[object, str]]) -> None:
+    """Charts (chart, file stem) two to a row where each gets ``CHART_MIN_WIDTH`` pixels,
+    one to a row on a narrower window, each with its downloads."""
+    grid = st.grid(2, min_column_width=CHART_MIN_WIDTH)
+    for ch, file_stem in items:
+        with grid.cell():
+            chart(ch, file_stem)
 
 
 def chart(ch, file_stem: str) -> None:

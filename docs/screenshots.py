@@ -33,9 +33,7 @@ def main() -> int:
     params.pop("data")  # the server's own data set; a link without it is never refused
     tb.SHOTS = OUT
     with tempfile.TemporaryDirectory() as tmp:
-        server = tb.Server(Path(tmp))
-        try:
-            server.wait_healthy(tb.START_TIMEOUT)
+        with tb.Server(Path(tmp)) as server:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(tb.CHROMIUM),
                                             args=tb.CHROMIUM_ARGS)
@@ -56,8 +54,6 @@ def main() -> int:
                     print(tb.full_screenshot(page, name))
                     context.close()
                 browser.close()
-        finally:
-            server.stop()
     return 0
 
 

@@ -3,7 +3,6 @@
 import streamlit as st
 
 from core import charts, metrics, report, state
-from core.state import CHART_MIN_WIDTH
 
 page = state.setup_page("Trajectory", "Trajectory", view_keys=("t",))
 ds = page.ds
@@ -29,19 +28,19 @@ t = page.view_widget(
 slot = its.index(t) + (1 if run.snapshot_iterations[0] == 0 else 0)
 
 scale = state.pick_scale(ds.image_shape)
-c1 = c2 = c3 = c4 = c5 = st.grid(5, min_column_width=150)
-c1.metric("Train accuracy", f"{run.history['train_acc'][t]:.3f}")
-c2.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][slot]:.3f}")
-c3.metric("Similarity to step 1", f"{traj['similarity_mean'][slot]:.2f}",
-          help="Mean over classes of the correlation between the class's weight image now "
-               "and after step 1.")
-c4.metric("Roughness", f"{traj['roughness_mean'][slot]:.2f}",
-          help="Total variation of the weight image divided by its L1 norm (mean over "
-               "classes): about 0.5 for a smooth silhouette, higher for noise.")
-c5.metric("Top-10 % gradient share", f"{traj['concentration'][slot]:.0%}",
-          help="Share of the summed per-example gradient norm ||p - y|| ||x|| carried by the "
-               "10 % of training examples with the largest one. 10 % means every example "
-               "pulls equally.")
+numbers = st.grid(5, min_column_width=150)  # wraps to fewer a row on a narrow window
+numbers.metric("Train accuracy", f"{run.history['train_acc'][t]:.3f}")
+numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][slot]:.3f}")
+numbers.metric("Similarity to step 1", f"{traj['similarity_mean'][slot]:.2f}",
+               help="Mean over classes of the correlation between the class's weight image now "
+                    "and after step 1.")
+numbers.metric("Roughness", f"{traj['roughness_mean'][slot]:.2f}",
+               help="Total variation of the weight image divided by its L1 norm (mean over "
+                    "classes): about 0.5 for a smooth silhouette, higher for noise.")
+numbers.metric("Top-10 % gradient share", f"{traj['concentration'][slot]:.0%}",
+               help="Share of the summed per-example gradient norm ||p - y|| ||x|| carried by the "
+                    "10 % of training examples with the largest one. 10 % means every example "
+                    "pulls equally.")
 
 st.subheader(f"Weight images at step {t:,}")
 state.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale,
@@ -71,9 +70,7 @@ pull = charts.frame({
     "typicality of what pulls": (snaps, traj["typicality"]),
 })
 crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
-# Two charts a row where they fit, one where the window is narrow (a projector, say).
-grid = st.grid(2, min_column_width=CHART_MIN_WIDTH)
-for chart, stem in (
+state.chart_grid((
     (charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"), "loss"),
     (charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel, title="Accuracy"),
      "accuracy"),
@@ -83,9 +80,7 @@ for chart, stem in (
                    title="Who pulls on the weights"), "gradient-concentration"),
     (charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
                    title="Coefficient range", log_y=True), "coefficient-range"),
-):
-    with grid.cell():
-        state.chart(chart, stem)
+))
 state.download("History CSV", lambda: report.history_table(run, traj).to_csv(index=False),
                "history.csv", "text/csv")
 st.caption(

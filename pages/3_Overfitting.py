@@ -4,7 +4,6 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, report, state
-from core.state import CHART_MIN_WIDTH
 
 #: The runs compared, each with the penalty this page sets itself.
 VARIANTS = (
@@ -74,17 +73,14 @@ gap = charts.frame({
     label: (run.snapshot_iterations,
             run.history["train_acc"][run.snapshot_iterations] - run.snapshot_history["val_acc"])
     for label, run in runs.items()})
-grid = st.grid(2, min_column_width=CHART_MIN_WIDTH)
-for chart, stem in (
+state.chart_grid((
     (charts.curves(loss, y_title="validation loss (nats)", selected=best, start=start,
                    title="Validation loss (rule: early-stopping step)"), "validation-loss"),
     (charts.curves(acc, y_title="validation accuracy (fraction)", selected=best, start=start,
                    title="Validation accuracy"), "validation-accuracy"),
     (charts.curves(gap, y_title="train - validation accuracy", selected=best, start=start,
                    title="Generalisation gap"), "generalisation-gap"),
-):
-    with grid.cell():
-        state.chart(chart, stem)
+))
 
 st.subheader("Weight images")
 show = page.view_widget(st.radio, "Show each run at", "show", "final step",

@@ -158,6 +158,13 @@ class Server:
         pytest.fail(f"streamlit did not answer /_stcore/health with 'ok' within {timeout:.0f} s:"
                     f"\n{self.log_tail()}", pytrace=False)
 
+    def __enter__(self) -> "Server":
+        self.wait_healthy(START_TIMEOUT)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """SIGTERM the whole process group, SIGKILL after 10 s."""
         if self.proc.poll() is None:
@@ -179,12 +186,8 @@ class Server:
 @pytest.fixture(scope="module")
 def server(chromium, fashion_dir, tmp_path_factory):
     """A fresh Streamlit server for this module, always stopped afterwards."""
-    srv = Server(tmp_path_factory.mktemp("browser"))
-    try:
-        srv.wait_healthy(START_TIMEOUT)
+    with Server(tmp_path_factory.mktemp("browser")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.test_browser import (  # noqa: F401 - chromium and browser are fixtures
-    CHROMIUM_ARGS, START_TIMEOUT, WIDTH, Server, assert_images_loaded, assert_no_errors,
+    CHROMIUM_ARGS, WIDTH, Server, assert_images_loaded, assert_no_errors,
     browser, chromium, input_value, texts, url_params, wait_idle)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,23 +195,15 @@ def vm_kib(field: str) -> int:
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory):
     """``streamlit run app.py`` with the repository's config (no browser needed)."""
-    srv = Server(tmp_path_factory.mktemp("live"))
-    try:
-        srv.wait_healthy(START_TIMEOUT)
+    with Server(tmp_path_factory.mktemp("live")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
 def fresh_server(chromium, fashion_dir, tmp_path):
     """A server started for one test: empty run cache, nothing trained yet."""
-    srv = Server(tmp_path)
-    try:
-        srv.wait_healthy(START_TIMEOUT)
+    with Server(tmp_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 # --------------------------------------------------------------------------- 1. security
@@ -270,12 +262,8 @@ def test_static_serving_is_off(live_server, tmp_path, monkeypatch):
     assert options == 405
 
     monkeypatch.setenv("STREAMLIT_SERVER_ENABLE_STATIC_SERVING", "true")
-    control = Server(tmp_path)
-    try:
-        control.wait_healthy(START_TIMEOUT)
+    with Server(tmp_path) as control:
         status, body, options = probe(control)
-    finally:
-        control.stop()
     assert (status, options) == (404, 204), \
         f"control server with static serving on: GET {status}, OPTIONS {options}"
 
