@@ -1,83 +1,23 @@
-"""Weightscope home: what the app shows, where the data came from, presets, the current run."""
+"""Weightscope: the frame around every page.
 
-from pathlib import Path
+``streamlit run app.py`` runs this file on every rerun: it picks the page (st.navigation),
+opens the frame (settings from the link or the session, data, the shared sidebar), runs
+the page, and closes the frame (the URL written once). The pages live in ``views/``: a
+folder named ``pages/`` would switch Streamlit into its old multipage mode, where a deep
+link on a fresh server runs the page file without this frame.
+"""
 
-import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
-from core import settings as S
-from core import state
+from ui import frame
 
-page = state.setup_page("Home", "Weightscope")
-ds = page.ds
-
-st.title("Weightscope")
-st.markdown(
-    "Why do the weight images of a logistic regression trained on Fashion-MNIST look like "
-    "clothes after one gradient step and like noise after many? Each page shows one step of "
-    "the answer with live numbers:\n"
-    "1. **First step**: from zero weights, one step adds every image of a class and subtracts "
-    "the others, so each weight image is an exact contrast of class-mean images.\n"
-    "2. **Trajectory**: typical examples are soon predicted well and stop pulling; later "
-    "updates come from hard, atypical examples, and the images get harder to read.\n"
-    "3. **Overfitting**: the noise is overfitting; L2, L1 and early stopping remove it.\n"
-    "4. **Hardest examples**: the examples that still carry loss, and what each pulls on."
-)
-
-cols = st.columns(4)
-for col, (target, label, icon) in zip(cols, state.PAGES[1:]):
-    # The current settings travel along: query parameters do not survive a page
-    # change by themselves in this multipage mode.
-    col.page_link(target, label=label, icon=icon,
-                  query_params=S.to_params(page.settings, ds.fingerprint))
-
-st.subheader("Presets")
-st.caption("Each preset is a link: open it, bookmark it, or send it to a colleague.")
-# Preset.page names the page as its URL does: "pages/2_Trajectory.py" is "Trajectory".
-PAGE_FILES = {Path(target).stem.split("_", 1)[1]: target for target, _, _ in state.PAGES[1:]}
-offered = state.available_datasets()
-for preset in S.PRESETS:
-    if preset.settings.dataset not in offered:
-        continue
-    left, right = st.columns([1, 2])
-    left.page_link(PAGE_FILES[preset.page], label=f"**{preset.title}**",
-                   icon=":material/play_arrow:", query_params=S.to_params(preset.settings, ds.fingerprint))
-    right.markdown(preset.blurb)
-
-st.subheader("The current run")
-run = page.run(label="the current settings")
-final = run.iterations_done
-test_acc = run.snapshot_history["test_acc"][-1]
-numbers = st.grid(4, min_column_width=150)  # wraps to fewer a row on a narrow window
-numbers.metric("Test accuracy", f"{test_acc:.3f}", help="Official test split, final weights.")
-numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}")
-numbers.metric("L-BFGS iterations" if run.config.optimizer == "lbfgs" else "Gradient steps",
-               f"{final:,}")
-numbers.metric("Training time", f"{run.seconds:.1f} s")
-scale = state.pick_scale(ds.image_shape)
-st.markdown(f"**Weight images after step 1 and after step {final:,}**")
-state.weight_rows([("step 1", run.weights(1)), (f"step {final:,}", run.weights(final))],
-                  ds.class_names, scale=scale, file_name=f"weights-step-1-and-{final}.png")
-state.download("One-page summary (HTML)", state.summary_maker(run, ds, page),
-               "weightscope-summary.html", "text/html")
-if run.config.optimizer == "lbfgs":
-    st.caption(f"L-BFGS (scikit-learn's settings, float64) chooses its own steps. "
-               f"{run.stop_reason} Smoothness L = {run.lipschitz:.4g}.")
-else:
-    st.caption(
-        f"Learning rate {run.learning_rate:.4g} "
-        f"({'auto = 1/L' if run.config.learning_rate == 'auto' else 'fixed'}); smoothness "
-        f"L = {run.lipschitz:.4g}, stability limit 2/L = {run.stability_limit:.4g}."
-    )
-
-st.subheader("Your own data")
-state.upload_messages()
-state.upload_ui()
-
-st.subheader("Data")
-st.markdown(
-    f"{state.md(ds.source)}  \n"
-    f"{len(ds.y_train):,} training images (of which "
-    f"{len(run.val_indices):,} are held out for validation and never trained on), "
-    f"{len(ds.y_test):,} test images of {ds.image_shape[0]} x {ds.image_shape[1]} pixels, "
-    f"{ds.n_classes} classes. Fingerprint `{ds.fingerprint}`."
-)
+nav = frame.navigation()
+current = frame.open_frame(nav)
+try:
+    nav.run()
+except StopException:
+    # The page stopped early (a run that cannot be had, a diverged run): its view so far
+    # still goes to the URL. A rerun (st.rerun) or an error writes nothing.
+    frame.close_frame(current)
+    raise
+frame.close_frame(current)

@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from core import kernels  # noqa: E402
 from core.data import load_dataset, stratified_split  # noqa: E402
 from core.settings import PRESETS  # noqa: E402
-from core.trainer import TrainConfig, VALIDATION_SEED, train  # noqa: E402
+from core.config import VALIDATION_SEED, TrainConfig  # noqa: E402
+from core.trainer import train  # noqa: E402
 
 K, D = 10, 784
 
@@ -185,7 +186,8 @@ def peak_memory(n: int, steps: int) -> dict:
         "import core.trainer, core.kernels\n"
         "imports = hwm()\n"
         "from core.data import load_dataset\n"
-        "from core.trainer import TrainConfig, train\n"
+        "from core.config import TrainConfig\n"
+        "from core.trainer import train\n"
         "ds = load_dataset('fashion-mnist')\n"
         "loaded = hwm()\n"
         "run = train(ds, TrainConfig(n_train=%d, iterations=%d))\n"

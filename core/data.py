@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import http.client
 import io
@@ -148,43 +149,59 @@ class _IdxRead(NamedTuple):
     nbytes: int        # size of the whole decompressed file
 
 
-class Gunzip:
-    """Reader over gzip data that decompresses no more than each ``read(n)`` asks for.
+def gunzip(raw: BinaryIO, name: str) -> gzip.GzipFile:
+    """gzip data read from ``raw`` as a stream of its decompressed bytes.
 
-    Bounding the output per call is what keeps a gzip bomb from filling memory:
-    the caller never asks for more than the IDX header declares plus one byte.
+    Each ``read(size)`` decompresses at most ``size`` bytes (plus GzipFile's small
+    buffer), which is what keeps a gzip bomb from filling memory: callers never ask
+    for more than an IDX header declares plus one byte. Read it inside
+    :func:`gzip_errors`. Members may follow one another; zero padding after a
+    member is skipped up to :data:`_MAX_PADDING` bytes, longer padding is refused.
+    """
+    return gzip.GzipFile(fileobj=_PaddingGuard(raw, name), mode="rb")
+
+
+@contextlib.contextmanager
+def gzip_errors(name: str, advice: str = "download it again") -> Iterator[None]:
+    """gzip's exceptions while reading ``name`` as ValueErrors saying what is wrong."""
+    try:
+        yield
+    except EOFError:
+        raise ValueError(f"{name} is a truncated gzip file (its compressed data ends early); "
+                         f"{advice}") from None
+    except gzip.BadGzipFile as err:
+        # Data is sent to gzip only after its magic bytes, so a missing magic number can
+        # only be met after a first member: something else follows the gzip data.
+        if str(err).startswith("Not a gzipped file"):
+            raise ValueError(f"{name} has stray bytes after its gzip data; {advice}") from None
+        raise ValueError(f"{name} is a damaged gzip file ({err}); {advice}") from None
+    except zlib.error as err:
+        raise ValueError(f"{name} is a damaged gzip file ({err}); {advice}") from None
+
+
+#: Zero bytes after a gzip member beyond what gzip's read buffer already holds.
+_MAX_PADDING = 4096
+
+
+class _PaddingGuard:
+    """``raw`` for :class:`gzip.GzipFile`, refusing long zero padding after a member.
+
+    GzipFile skips padding one ``read(1)`` at a time, about 0.7 s per megabyte: a small
+    gzip followed by 50 MB of zeros would hold a thread for half a minute.
     """
 
     def __init__(self, raw: BinaryIO, name: str):
-        self._raw, self._name = raw, name
-        self._dec = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        self._pending = b""  # compressed bytes not yet consumed by the decompressor
+        self._raw, self._name, self._zeros = raw, name, 0
 
-    def read(self, n: int) -> bytes:
-        parts: list[bytes] = []
-        while n > 0:
-            if self._dec.eof and not self._next_member():
-                break
-            data = self._pending or self._raw.read(_CHUNK)
-            out = self._dec.decompress(data, n)
-            self._pending = self._dec.unused_data if self._dec.eof else self._dec.unconsumed_tail
-            if not data and not out and not self._dec.eof:
-                raise ValueError(f"{self._name} is a truncated gzip file (its compressed data "
-                                 "ends early); download it again")
-            parts.append(out)
-            n -= len(out)
-        return b"".join(parts)
-
-    def _next_member(self) -> bool:
-        # A gzip file may hold several members back to back; anything else after one is damage.
-        head = self._pending or self._raw.read(_CHUNK)
-        if not head:
-            return False
-        if head[:2] != GZIP_MAGIC:
-            raise ValueError(f"{self._name} has stray bytes after its gzip data; download it again")
-        self._dec = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        self._pending = head
-        return True
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if size == 1 and data == b"\0":
+            self._zeros += 1
+            if self._zeros > _MAX_PADDING:
+                raise gzip.BadGzipFile("Not a gzipped file (long zero padding)")
+        else:
+            self._zeros = 0
+        return data
 
 
 def _read_capped(stream, n: int, hasher) -> bytes:
@@ -255,12 +272,10 @@ def _read_idx_stream(raw: BinaryIO, name: str) -> _IdxRead:
     """Decode gzip-compressed or plain IDX data from a seekable binary stream."""
     magic = raw.read(2)
     raw.seek(-len(magic), io.SEEK_CUR)  # told apart by magic bytes, not by the name's suffix
-    try:
-        if magic == GZIP_MAGIC:
-            return _decode_idx(Gunzip(raw, name), name)
+    if magic != GZIP_MAGIC:
         return _decode_idx(raw, name)
-    except zlib.error as err:
-        raise ValueError(f"{name} is a damaged gzip file ({err}); download it again") from None
+    with gzip_errors(name), gunzip(raw, name) as stream:
+        return _decode_idx(stream, name)
 
 
 def _read_idx_file(path: str | os.PathLike) -> _IdxRead:

@@ -23,9 +23,13 @@ try:  # Numba is optional: without it the trainer uses numpy.
     import numba
     from numba import njit, prange
 
-    AVAILABLE = os.environ.get("WEIGHTSCOPE_KERNEL", "numba") != "numpy"
+    INSTALLED = True
 except ImportError:  # pragma: no cover - exercised where numba is absent
-    AVAILABLE = False
+    INSTALLED = False
+
+#: ``WEIGHTSCOPE_KERNEL=numpy`` switches the compiled kernel off even where Numba is installed.
+SWITCHED_OFF = os.environ.get("WEIGHTSCOPE_KERNEL", "numba") == "numpy"
+AVAILABLE = INSTALLED and not SWITCHED_OFF
 
 MODEL_CODES = {"softmax": 0, "ovr": 1}
 
@@ -154,6 +158,15 @@ if AVAILABLE:
                             G[k, j] += g0 * xb[0, j] + g1 * xb[1, j] + g2 * xb[2, j] \
                                 + g3 * xb[3, j] + g4 * xb[4, j] + g5 * xb[5, j] \
                                 + g6 * xb[6, j] + g7 * xb[7, j]
+
+
+def unavailable_reason() -> str:
+    """Why the compiled kernel cannot be used ("" when it can)."""
+    if not INSTALLED:
+        return "it needs the numba package (pip install numba)."
+    if SWITCHED_OFF:
+        return "it was switched off by WEIGHTSCOPE_KERNEL=numpy; unset it to use Numba."
+    return ""
 
 
 def threads() -> int:

@@ -1,7 +1,7 @@
 """Numbers that describe weight images and examples over training.
 
 All functions take plain arrays; :func:`trajectory_metrics` evaluates them at
-every stored snapshot of a :class:`core.trainer.Run`.
+every stored snapshot of a :class:`core.run.Run`.
 """
 
 from __future__ import annotations
@@ -113,43 +113,27 @@ def top_gradient_examples(norms: np.ndarray, k: int) -> np.ndarray:
     return idx[np.argsort(-norms[idx], kind="stable")]
 
 
-def typical_examples(x: np.ndarray, template: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` images of ``x`` (m, ...) most correlated with ``template``."""
-    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    ref = np.broadcast_to(np.asarray(template, dtype=np.float64).reshape(1, -1), flat.shape)
-    corr = similarity(flat, ref)
-    return top_gradient_examples(corr, k)
-
-
-def trajectory_metrics(run, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-snapshot metrics of a run (``labels`` (n,) of its training images add per-class
-    gradient concentration).
+def trajectory_metrics(run) -> dict[str, np.ndarray]:
+    """Per-snapshot metrics of a :class:`core.run.Run` with ``S`` snapshots and ``K`` classes.
 
     Returns
     -------
     dict
         ``iteration`` (S,); per class (S, K): ``similarity`` to the iteration-1
-        image, ``roughness``, ``class_range`` (max - min of the class image);
-        averaged over classes (S,): ``similarity_mean``, ``roughness_mean``;
-        ``coef_range`` (S,) over all classes; ``concentration`` (S,): share of the
-        gradient norm carried by the top 10 % of training examples; with ``labels``,
-        ``concentration_by_class`` (S, K): the same share within each class.
+        image (the last one if iteration 1 is not stored) and ``roughness``, NaN
+        at iteration 0; averaged over classes (S,): ``similarity_mean``,
+        ``roughness_mean``; ``coef_range`` (S,) over all classes; ``concentration``
+        (S,): share of the gradient norm carried by the top 10 % of training examples.
     """
     its = run.snapshot_iterations
     ref_t = 1 if len(its) > 1 and its[1] == 1 else int(its[-1])
     reference = run.weights(ref_t)
-    sim, rough, crange, conc, by_class = [], [], [], [], []
+    sim, rough, conc = [], [], []
     for t in its:
         w = run.weights(int(t))
         sim.append(similarity(w, reference))
         rough.append(roughness(w))
-        flat = w.reshape(len(w), -1)
-        crange.append(flat.max(axis=1) - flat.min(axis=1))
-        norms = run.grad_norms(int(t))
-        conc.append(gradient_concentration(norms))
-        if labels is not None:
-            by_class.append([gradient_concentration(norms[labels == k])
-                             if (labels == k).any() else np.nan for k in range(len(w))])
+        conc.append(gradient_concentration(run.grad_norms(int(t))))
     sim, rough = np.array(sim), np.array(rough)
     if its[0] == 0:
         # Zero weights have no shape: similarity and roughness are undefined there.
@@ -158,12 +142,10 @@ def trajectory_metrics(run, labels: np.ndarray | None = None) -> dict[str, np.nd
         "iteration": its.copy(),
         "similarity": sim,
         "roughness": rough,
-        "class_range": np.array(crange),
         "similarity_mean": sim.mean(axis=1),
         "roughness_mean": rough.mean(axis=1),
         "coef_range": run.snapshot_history["coef_range"].copy(),
         "concentration": np.array(conc),
-        **({"concentration_by_class": np.array(by_class)} if labels is not None else {}),
     }
 
 

@@ -12,9 +12,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from core import charts, metrics, render
+from core import analysis, charts, metrics, render
 from core.data import Dataset
-from core.trainer import Run, one_two_five
+from core.run import Run
+from core.trainer import one_two_five
 
 HISTORY_COLUMNS = (
     "iteration", "train_loss", "train_acc", "objective", "val_loss", "val_acc", "test_loss",
@@ -26,7 +27,7 @@ HISTORY_COLUMNS = (
 def history_table(run: Run, traj: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """One row per iteration 0..T; snapshot-only columns are empty between snapshots.
 
-    ``traj`` is the per-snapshot metrics of :func:`core.state.trajectory`.
+    ``traj`` is :func:`core.analysis.trajectory` of the run.
     """
     T = run.iterations_done
     table = pd.DataFrame({"iteration": np.arange(T + 1)})
@@ -63,7 +64,7 @@ def examples_table(run: Run, ds: Dataset, t: int, split: str) -> pd.DataFrame:
         "class": [ds.class_names[k] for k in labels],
         "predicted": pred, "predicted_class": [ds.class_names[k] for k in pred],
         "loss": run.example_losses(t, split), "p_true": run.p_true(t, split),
-        "neg_log_p_true": run.remaining_loss(t, split),
+        "neg_log_p_true": run.neg_log_p_true(t, split),
     })
     if split == "train":
         table["gradient_norm"] = run.grad_norms(t)
@@ -77,7 +78,7 @@ def hardest(run: Run, t: int, k: int, split: str = "train") -> np.ndarray:
     loss -log p(true) at snapshot ``t``, hardest first: the order of :func:`examples_table`
     and of the Hardest examples page, for both models (one-vs-rest's own per-example loss is
     a sum of sigmoid losses, not -log p(true))."""
-    return np.argsort(-run.remaining_loss(t, split), kind="stable")[:k]
+    return np.argsort(-run.neg_log_p_true(t, split), kind="stable")[:k]
 
 
 def regularization_row(label: str, run: Run, t: int) -> dict:
@@ -116,7 +117,6 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
     cfg = run.config
     K = ds.n_classes
     final = run.iterations_done
-    x = ds.x_train[run.train_indices].reshape(len(run.train_indices), -1) / 255.0
     y = ds.y_train[run.train_indices]
     parts = [f"<h1>Weightscope run summary</h1><p>{html.escape(ds.source)}. "
              f"Data fingerprint <code>{ds.fingerprint}</code>.</p>"]
@@ -134,13 +134,12 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
         parts.append(f'<p>Open this view: <a href="{html.escape(link)}">{html.escape(link)}</a></p>')
 
     if final >= 1:
-        unit, _ = metrics.first_step_closed_form(x, y, K, 1.0, cfg.model)
-        got = run.weights(1).reshape(K, -1).astype(np.float64)
         # Gradient descent steps by its learning rate; L-BFGS's first iterate is the same
-        # direction times a line-search step, fitted here.
-        a = run.learning_rate if cfg.optimizer == "gd" else float(np.vdot(got, unit)
-                                                                 / np.vdot(unit, unit))
-        W1 = a * unit
+        # direction times a line-search step, fitted.
+        fs = analysis.first_step(run, ds)
+        a = analysis.first_step_scale(run, fs)
+        got = run.weights(1).reshape(K, -1).astype(np.float64)
+        W1 = a * fs["unit_W"]
         diff = np.abs(got - W1).max()
         parts.append(f"<h2>The first step</h2><p>Largest |trained step-1 weight - closed form| "
                      f"= {diff:.2e} ({cfg.dtype}, step {a:.4g}"
@@ -171,7 +170,7 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
             _img(charts.to_png(c, width=520), t) for c, t in
             ((loss, "loss"), (acc, "accuracy"), (shape, "shape"))))
 
-    losses = run.remaining_loss(final)
+    losses = run.neg_log_p_true(final)
     top = hardest(run, final, 20)
     pred = run.predictions(final)
     thumbs = render.thumbnail_grid(

@@ -6,7 +6,7 @@ session asking for the same key waits on that same job, so a config is trained
 once however many sessions want it. Finished runs are kept in memory up to a
 byte budget (least recently used evicted first) and on disk as ``.npz`` files
 read with ``allow_pickle=False``, so a restart of the server finds them again.
-This module knows nothing of Streamlit; :mod:`core.state` draws the progress.
+This module knows nothing of Streamlit; the UI draws the progress.
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.config import TrainConfig
 from core.data import Dataset
-from core.trainer import Run, TrainConfig, TrainingCancelled, _Records, default_backend, train
-
-#: Bumped whenever the trainer's numbers or the stored layout change, so that
-#: runs cached by an older version are never served.
-FORMAT_VERSION = 1
+from core.run import FORMAT_VERSION, Run, run_from_arrays, run_to_arrays
+from core.trainer import TrainingCancelled, default_backend, train
 
 
 def run_key(fingerprint: str, cfg: TrainConfig) -> str:
@@ -298,63 +296,3 @@ class RunStore:
                 pass
             return None
         return run
-
-
-_SCALARS = ("learning_rate", "lipschitz", "iterations_done", "diverged", "seconds",
-            "loop_seconds")
-
-
-def run_to_arrays(run: Run) -> dict[str, np.ndarray]:
-    """Every array and scalar of a run as a flat dict of numpy arrays (no objects)."""
-    out = {
-        "meta": np.array(json.dumps({
-            "config": dataclasses.asdict(run.config),
-            "fingerprint": run.fingerprint,
-            "stop_reason": run.stop_reason,
-            "backend": run.backend,
-            "format": FORMAT_VERSION,
-        })),
-        "train_indices": run.train_indices, "val_indices": run.val_indices,
-        "snapshot_iterations": run.snapshot_iterations,
-        "learned_at": run.learned_at, "forgetting_events": run.forgetting_events,
-        "weights": run._weights, "biases": run._biases, "grad_norms": run._grad_norms,
-    }
-    for name in _SCALARS:
-        out[name] = np.array(getattr(run, name))
-    for k, v in run.history.items():
-        out[f"history/{k}"] = v
-    for k, v in run.snapshot_history.items():
-        out[f"snap/{k}"] = v
-    for split, rec in run._records.items():
-        out[f"rec/{split}/loss"] = rec.loss
-        out[f"rec/{split}/p_true"] = rec.p_true
-        out[f"rec/{split}/pred"] = rec.pred
-    return out
-
-
-def run_from_arrays(arrays: dict[str, np.ndarray], ds: Dataset, cfg: TrainConfig) -> Run:
-    """Inverse of :func:`run_to_arrays`; checks that the file belongs to ``ds`` and ``cfg``."""
-    meta = json.loads(str(arrays["meta"]))
-    if meta.get("format") != FORMAT_VERSION or meta.get("fingerprint") != ds.fingerprint \
-            or meta.get("config") != dataclasses.asdict(cfg):
-        raise ValueError("cached run belongs to other data, settings or format")
-    records = {}
-    for split in ("train", "val"):
-        records[split] = _Records(arrays[f"rec/{split}/loss"], arrays[f"rec/{split}/p_true"],
-                                  arrays[f"rec/{split}/pred"])
-    return Run(
-        config=cfg, fingerprint=ds.fingerprint, image_shape=tuple(ds.image_shape),
-        class_names=tuple(ds.class_names),
-        train_indices=arrays["train_indices"], val_indices=arrays["val_indices"],
-        learning_rate=float(arrays["learning_rate"]), lipschitz=float(arrays["lipschitz"]),
-        iterations_done=int(arrays["iterations_done"]),
-        history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")},
-        snapshot_iterations=arrays["snapshot_iterations"],
-        snapshot_history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("snap/")},
-        learned_at=arrays["learned_at"], forgetting_events=arrays["forgetting_events"],
-        diverged=bool(arrays["diverged"]), stop_reason=meta["stop_reason"],
-        seconds=float(arrays["seconds"]), loop_seconds=float(arrays["loop_seconds"]),
-        backend=meta["backend"],
-        _weights=arrays["weights"], _biases=arrays["biases"], _grad_norms=arrays["grad_norms"],
-        _records=records,
-    )

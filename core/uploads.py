@@ -37,8 +37,8 @@ from numpy.lib import format as npy
 from PIL import Image
 
 # core.data's own IDX header checks and fingerprint, reused so both speak alike.
-from core.data import (GZIP_MAGIC, Dataset, Gunzip, content_fingerprint, parse_idx_dims,
-                       parse_idx_header, read_idx_bytes, stratified_split)
+from core.data import (GZIP_MAGIC, Dataset, content_fingerprint, gunzip, gzip_errors,
+                       parse_idx_dims, parse_idx_header, read_idx_bytes, stratified_split)
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -270,13 +270,10 @@ def _read_idx_files(files: list[tuple[str, bytes]], limits: UploadLimits) -> _Pa
 
 def _idx_dims(data: bytes, name: str, limits: UploadLimits) -> tuple[int, ...]:
     """Dimensions an IDX header declares, checked against `limits`; only the header is read."""
-    stream = Gunzip(io.BytesIO(data), name) if data.startswith(GZIP_MAGIC) else io.BytesIO(data)
+    stream = gunzip(io.BytesIO(data), name) if data.startswith(GZIP_MAGIC) else io.BytesIO(data)
     with _reworded():
-        try:
+        with gzip_errors(name, "upload an undamaged copy."):
             head = stream.read(4 + 4 * 4)  # magic and at most four dimensions
-        except zlib.error as err:
-            raise UploadError(f"{name} is a damaged gzip file ({err}); upload an undamaged "
-                              "copy.") from None
         dims = parse_idx_dims(head[4:], parse_idx_header(head, name), name)
     shown = " x ".join(map(str, dims))
     if len(dims) not in (1, 3):

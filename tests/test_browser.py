@@ -1,10 +1,10 @@
 """Real-browser end-to-end test: a real Streamlit server and headless Chromium.
 
 AppTest (tests/test_app.py) runs the page scripts without a browser, so it cannot
-see what only a browser does: deep links served by Streamlit's old multipage mode
-(a deep link runs the page file without ``app.py``), the address bar rewritten by
-the app, the sidebar's widgets showing the settings from the link, the pictures
-actually arriving, and a page switch through the sidebar navigation.
+see what only a browser does: deep links on a fresh server (each must run inside the
+frame, app.py, and show the shared sidebar), the address bar rewritten by the app and
+its history (one Back undoes one action), the sidebar's widgets showing the settings
+from the link, the pictures actually arriving, and a page switch through the sidebar.
 
 The test starts ``streamlit run app.py`` once per module on a free loopback port
 with a private run cache, opens every page by a deep link with non-default
@@ -56,7 +56,7 @@ class Case:
     """One page opened by a deep link: its URL path, extra parameters, and what it must show."""
 
     name: str  # screenshot file name and test id
-    path: str  # URL path in the old multipage mode
+    path: str  # URL path of the page
     title: str  # the page's st.title
     params: dict[str, str] = field(default_factory=dict)  # model and view parameters
     #: Main-area widgets (by label) and the text they must show for the view parameters.
@@ -66,7 +66,7 @@ class Case:
 
 
 #: In this order: the very first page load on the fresh server is a deep link to a
-#: page other than home (in the old multipage mode it runs without app.py).
+#: page other than home (with a pages/ folder, Streamlit would run it without app.py).
 CASES = [
     Case("First_step", "/First_step", "The first gradient step is an average image",
          {"cls": "3"}, view_inputs={"Class": "Dress"}),
@@ -202,15 +202,37 @@ def browser(chromium):
             b.close()
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+#: Counts the app's finished script runs in ``window.__wsRuns`` (each change of stApp's
+#: script state from "running" to "notRunning"), so a test waits for the run an action
+#: started instead of sleeping.
+COUNT_RUNS = """
+window.__wsRuns = 0;
+new MutationObserver((changes) => {
+  for (const c of changes) {
+    if (c.oldValue === "running" &&
+        c.target.getAttribute("data-test-script-state") === "notRunning") window.__wsRuns++;
+  }
+}).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                      attributeFilter: ["data-test-script-state"]});
+"""
+
+
+def new_page(browser, width: int = WIDTH):
+    """A page in a fresh browser context (its own Streamlit session) that counts runs."""
+    context = browser.new_context(viewport={"width": width, "height": 1000})
+    context.add_init_script(COUNT_RUNS)
     pg = context.new_page()
     pg.set_default_timeout(RUN_TIMEOUT * 1000)
+    return pg
+
+
+@pytest.fixture
+def page(browser):
+    pg = new_page(browser)
     try:
         yield pg
     finally:
-        context.close()
+        pg.context.close()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -230,21 +252,34 @@ _IDLE_JS = """() => {
 }"""
 
 
-def wait_idle(pg, timeout: float = RUN_TIMEOUT) -> None:
-    """Wait until the script has finished and stays finished.
+def runs(pg) -> int:
+    """Script runs this page has seen finish (see COUNT_RUNS)."""
+    return pg.evaluate("() => window.__wsRuns ?? 0")
 
-    A page may run again right after it rewrote the URL, and training shows a
-    progress bar, so the app must look idle on three checks in a row, 0.4 s apart.
-    """
-    deadline = time.monotonic() + timeout
-    calm, why = 0, "not checked"
-    while time.monotonic() < deadline:
-        why = pg.evaluate(_IDLE_JS)
-        calm = calm + 1 if not why else 0
-        if calm >= 3:
-            return
-        time.sleep(0.4)
-    raise AssertionError(f"{pg.url}: page still busy after {timeout:.0f} s ({why})")
+
+def wait_idle(pg, after: int | None = None, timeout: float = RUN_TIMEOUT) -> None:
+    """Wait until the app is idle: its script finished, connected, no progress bar,
+    spinner or stale element, and a title drawn. With ``after`` (a :func:`runs` count
+    taken before an action), also until a run has finished since then: the run that the
+    action started, not the idle page before it."""
+    condition = f"""() => {{
+        const why = ({_IDLE_JS})();
+        if (why) return false;
+        return {-1 if after is None else after} < (window.__wsRuns ?? 0) ||
+               {'true' if after is None else 'false'};
+    }}"""
+    try:
+        pg.wait_for_function(condition, timeout=timeout * 1000, polling=100)
+    except Exception as exc:  # noqa: BLE001 - playwright's TimeoutError, with the reason
+        why = pg.evaluate(_IDLE_JS) or f"no new run after {after}, now {runs(pg)}"
+        raise AssertionError(f"{pg.url}: page still busy after {timeout:.0f} s ({why})") from exc
+
+
+def act(pg, action, timeout: float = RUN_TIMEOUT) -> None:
+    """Do ``action`` (a callable) and wait for the run it starts to finish."""
+    before = runs(pg)
+    action()
+    wait_idle(pg, after=before, timeout=timeout)
 
 
 def url_params(url: str) -> dict[str, str]:
@@ -270,12 +305,16 @@ def assert_no_errors(pg, server: Server) -> None:
 
 def input_value(scope, label: str) -> str:
     box = scope.locator(f"input[aria-label='{label}']")
+    # A widget's code loads on first use in a browser context: the run can finish before
+    # the widget is in the page, so wait for it (it is there, or the wait fails).
+    box.first.wait_for(state="attached")
     assert box.count() == 1, f"expected one input labelled {label!r}, found {box.count()}"
     return box.input_value()
 
 
 def checked_option(scope, label: str) -> str:
     group = scope.locator(f"[data-testid='stRadioGroup'][aria-label='{label}']")
+    group.first.wait_for(state="attached")
     assert group.count() == 1, f"expected one radio group {label!r}, found {group.count()}"
     checked = group.locator("[data-testid='stRadioOption']:has(input:checked)")
     assert checked.count() == 1, f"radio {label!r}: {checked.count()} options checked"
@@ -285,6 +324,7 @@ def checked_option(scope, label: str) -> str:
 def slider_value(scope, label_start: str) -> str:
     slider = scope.locator("[data-testid='stSlider']").filter(
         has=scope.page.locator("[data-testid='stWidgetLabel']", has_text=label_start))
+    slider.first.wait_for(state="attached")
     assert slider.count() == 1, f"expected one slider {label_start!r}, found {slider.count()}"
     return slider.locator("[data-testid='stSliderThumbValue']").inner_text().strip()
 
@@ -341,15 +381,18 @@ def full_screenshot(pg, name: str) -> Path:
             break
         height = wanted
         pg.set_viewport_size({"width": WIDTH, "height": height})
-        pg.wait_for_timeout(600)
+        # Charts re-measure after a resize: let the browser lay out two frames.
+        pg.evaluate("() => new Promise(r => requestAnimationFrame(() => "
+                    "requestAnimationFrame(() => r(true))))")
     path = SHOTS / f"{name}.png"
     pg.screenshot(path=str(path))
     return path
 
 
 def open_deep_link(pg, server: Server, path: str, params: dict[str, str]) -> None:
+    """Open a link in ``pg`` and wait until its first script run has finished."""
     pg.goto(f"{server.url}{path}?{urlencode(params)}", wait_until="domcontentloaded")
-    wait_idle(pg)
+    wait_idle(pg, after=0)  # the new document counts its runs from zero
 
 
 # --------------------------------------------------------------------------- tests
@@ -398,17 +441,14 @@ def test_deep_link_renders_and_shows_its_settings(case: Case, server: Server, pa
 
 
 def test_sidebar_page_switch_keeps_settings(server: Server, page):
-    """Clicking another page in the sidebar keeps the link's settings (old multipage
-    mode clears query parameters and widget state on page change). The sidebar lists the
+    """Clicking another page in the sidebar keeps the link's settings (Streamlit clears
+    query parameters on a page change; the frame's links carry them). The sidebar lists the
     pages by name, home included, each link carrying the settings."""
     open_deep_link(page, server, "/First_step", SETTINGS)
     assert url_params(page.url)["n"] == "400"
 
     nav = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink'] a")
-    # The links are drawn at the end of the shared set-up; a rerun (CI saw one right after
-    # the page looked idle) redraws them, so wait for them rather than read at once.
     nav.nth(4).wait_for()
-    wait_idle(page)
     # A material icon is a ligature: its name is part of the text, on its own line.
     labels = [t.splitlines()[-1] for t in texts(page, "[data-testid='stSidebar'] "
                                                       "[data-testid='stPageLink'] a")]
@@ -420,12 +460,9 @@ def test_sidebar_page_switch_keeps_settings(server: Server, page):
     for i in range(nav.count()):
         href = nav.nth(i).get_attribute("href")
         assert url_params(href).get("n") == "400", f"nav link {href} lost the settings"
-    nav.filter(has_text="Trajectory").click()
+    act(page, lambda: nav.filter(has_text="Trajectory").click())
     page.wait_for_url(re.compile(r"/Trajectory(\?|$)"))
-    wait_idle(page)
-    # wait_idle can catch the old page idle for a moment: wait for the new title.
     page.locator("[data-testid='stMain'] h1", has_text="From templates to noise").wait_for()
-    wait_idle(page)
 
     assert_no_errors(page, server)
     assert_sidebar_shows(page, {**SETTINGS, "model": "softmax"})
@@ -445,10 +482,10 @@ def test_copied_link_opens_the_same_view_in_a_new_browser(server: Server, browse
     assert link.startswith(server.url + "/Trajectory?"), link
     assert url_params(link)["t"] == "50" and url_params(link)["n"] == "400"
 
-    other = browser.new_context(viewport={"width": WIDTH, "height": 1000}).new_page()
+    other = new_page(browser)
     try:
         other.goto(link, wait_until="domcontentloaded")
-        wait_idle(other)
+        wait_idle(other, after=0)
         assert_no_errors(other, server)
         assert url_params(other.url) == url_params(link)
         main = other.locator("[data-testid='stMain']")
@@ -460,10 +497,10 @@ def test_copied_link_opens_the_same_view_in_a_new_browser(server: Server, browse
 
 def test_preset_link_on_home_opens_its_page_with_its_settings(server: Server, page):
     open_deep_link(page, server, "/", {**SETTINGS})
-    page.locator("[data-testid='stMain'] a", has_text="One-vs-rest as in the derivation").click()
+    act(page, lambda: page.locator("[data-testid='stMain'] a",
+                                   has_text="One-vs-rest as in the derivation").click())
     page.wait_for_url(re.compile(r"/First_step\?"))
     page.locator("[data-testid='stMain'] h1", has_text="average image").wait_for()
-    wait_idle(page)
     assert_no_errors(page, server)
     got = url_params(page.url)
     assert got["model"] == "ovr" and got["n"] == "1000" and got["T"] == "10000"
@@ -474,9 +511,7 @@ def _type_learning_rate(pg, text: str) -> None:
     box = pg.locator("[data-testid='stSidebar'] [data-testid='stTextInput']",
                      has_text="Learning rate").locator("input")
     box.fill(text)
-    box.press("Enter")
-    pg.wait_for_timeout(500)
-    wait_idle(pg)
+    act(pg, lambda: box.press("Enter"))
 
 
 def test_step_slider_survives_a_diverged_run(server: Server, page):
@@ -503,13 +538,123 @@ def test_one_click_is_one_history_entry(server: Server, page):
                    {**SETTINGS, "cls": "6", "split": "val", "ex": "1"})
     before = url_params(page.url)
     assert before["ex"] == "1"
-    page.locator("[data-testid='stMain'] [data-testid='stRadio']", has_text="Show") \
-        .locator("label", has_text="easiest").click()
-    page.wait_for_timeout(500)
-    wait_idle(page)
+    act(page, lambda: page.locator("[data-testid='stMain'] [data-testid='stRadio']",
+                                   has_text="Show").locator("label", has_text="easiest").click())
     after = url_params(page.url)
-    assert after["order"] == "easiest" and before["order"] == "hardest"
-    page.go_back()
-    page.wait_for_timeout(500)
-    wait_idle(page)
+    assert after["order"] == "easiest" and before.get("order", "hardest") == "hardest"
+    act(page, page.go_back)
     assert url_params(page.url) == before, "one Back should undo one click"
+
+
+# --------------------------------------------------------------------------- history
+
+
+def history_length(pg) -> int:
+    return pg.evaluate("() => window.history.length")
+
+
+def metric_values(pg) -> list[str]:
+    """The main area's st.metric values (waiting for the first to be drawn)."""
+    pg.locator("[data-testid='stMain'] [data-testid='stMetricValue']").first.wait_for()
+    return texts(pg, "[data-testid='stMain'] [data-testid='stMetricValue']")
+
+
+def step_view(pg) -> dict[str, str]:
+    """What the Trajectory page shows: the slider, the step in the heading, the metrics."""
+    main = pg.locator("[data-testid='stMain']")
+    heading = main.locator("h3", has_text="Weight images at step").inner_text()
+    return {"slider": slider_value(main, "Gradient step"),
+            "heading": heading.rsplit(" ", 1)[-1],
+            "metrics": " | ".join(metric_values(pg))}
+
+
+def test_each_slider_notch_is_one_history_entry_and_back_restores_it(server: Server, page):
+    """Three notches of the Trajectory step slider add three history entries; each Back
+    then shows the step before, with the slider, the heading, the numbers and the address
+    bar agreeing (the first version showed step 3,000 with the slider at 2,129)."""
+    open_deep_link(page, server, "/Trajectory", SETTINGS)
+    thumb = page.locator("[data-testid='stMain'] [data-testid='stSlider'] input[type='range']")
+    seen = [(step_view(page), url_params(page.url).get("t"))]
+    for _ in range(3):
+        length = history_length(page)
+        act(page, lambda: thumb.press("ArrowLeft"))
+        assert history_length(page) == length + 1, "one notch, one history entry"
+        view = step_view(page)
+        assert view["slider"] == view["heading"], view
+        assert url_params(page.url)["t"] == view["slider"].replace(",", "")
+        seen.append((view, url_params(page.url).get("t")))
+    assert len({v["slider"] for v, _ in seen}) == 4, "every notch moved the step"
+    for view, t in reversed(seen[:-1]):
+        act(page, page.go_back)
+        assert step_view(page) == view, "Back shows the step before, controls included"
+        assert url_params(page.url).get("t") == t
+        assert_no_errors(page, server)
+
+
+def test_a_sidebar_change_is_one_history_entry_and_back_restores_it(server: Server, page):
+    """Changing a setting in the sidebar adds one history entry; Back returns to the old
+    setting in the address bar, the sidebar and the page's numbers; Forward redoes it."""
+    open_deep_link(page, server, "/", SETTINGS)
+    sidebar = page.locator("[data-testid='stSidebar']")
+    before = {"url": url_params(page.url), "seed": input_value(sidebar, "Seed"),
+              "main": metric_values(page)}
+    length = history_length(page)
+    box = sidebar.locator("input[aria-label='Seed']")
+    box.fill("5")
+    act(page, lambda: box.press("Enter"))
+    assert history_length(page) == length + 1, "one change, one history entry"
+    after = {"url": url_params(page.url), "seed": input_value(sidebar, "Seed"),
+             "main": metric_values(page)}
+    assert after["url"]["seed"] == "5" and after["seed"] == "5"
+    act(page, page.go_back)
+    now = {"url": url_params(page.url), "seed": input_value(sidebar, "Seed"),
+           "main": metric_values(page)}
+    assert now["url"] == before["url"] and now["seed"] == before["seed"] == "2"
+    # Training time differs between runs; accuracy and steps are the run's own.
+    assert now["main"][:3] == before["main"][:3]
+    act(page, page.go_forward)
+    assert url_params(page.url)["seed"] == "5" and input_value(sidebar, "Seed") == "5"
+    assert_no_errors(page, server)
+
+
+def test_a_page_switch_is_one_history_entry_and_back_returns(server: Server, page):
+    """A click on a page link adds one history entry, and Back returns to the page before
+    with its settings and view."""
+    open_deep_link(page, server, "/Trajectory", {**SETTINGS, "t": "50"})
+    length = history_length(page)
+    nav = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink'] a")
+    act(page, lambda: nav.filter(has_text="Hardest examples").click())
+    page.locator("[data-testid='stMain'] h1", has_text="Which examples").wait_for()
+    assert history_length(page) == length + 1, "one page switch, one history entry"
+    act(page, page.go_back)
+    page.locator("[data-testid='stMain'] h1", has_text="From templates to noise").wait_for()
+    assert urlsplit(page.url).path == "/Trajectory" and url_params(page.url)["t"] == "50"
+    assert step_view(page)["slider"] == "50"
+    assert_no_errors(page, server)
+
+
+def test_back_after_picking_an_example_shows_the_example_the_picker_names(server: Server,
+                                                                           page):
+    """On Hardest examples, picking example #9 and going Back shows example #3 again in
+    the picker and in the panel below it (the first version showed one and named the
+    other)."""
+    open_deep_link(page, server, "/Hardest_examples", {**SETTINGS, "ex": "2"})
+    main = page.locator("[data-testid='stMain']")
+
+    def shown():
+        return {"picker": input_value(main, "Example"),
+                "panel": main.locator("li", has_text="p(true) at step").inner_text()}
+
+    first = shown()
+    assert first["picker"].startswith("#3:")
+    length = history_length(page)
+    picker = main.locator("input[aria-label='Example']")
+    picker.click()
+    act(page, lambda: page.locator("[role='option']", has_text="#9:").click())
+    assert history_length(page) == length + 1
+    ninth = shown()
+    assert ninth["picker"].startswith("#9:") and ninth["panel"] != first["panel"]
+    assert url_params(page.url)["ex"] == "8"
+    act(page, page.go_back)
+    assert shown() == first and url_params(page.url)["ex"] == "2"
+    assert_no_errors(page, server)

@@ -162,6 +162,10 @@ DAMAGED_GZIP = {
     "cut short": (gzip.compress(BIG)[:-100], "truncated gzip file"),
     "flipped byte": (_flip_middle_byte(gzip.compress(BIG)), "damaged gzip file"),
     "stray bytes after the gzip data": (gzip.compress(GOOD) + b"junk", "stray bytes"),
+    # gzip skips zero padding byte by byte (seconds per megabyte): long padding is refused.
+    "a megabyte of zero padding": (gzip.compress(GOOD) + bytes(1_000_000), "stray bytes"),
+    "cut inside the gzip header": (gzip.compress(GOOD)[:6], "truncated gzip file"),
+    "wrong checksum": (gzip.compress(BIG)[:-8] + bytes(8), r"damaged gzip file \(CRC check"),
     "gzip inside gzip": (gzip.compress(gzip.compress(GOOD)),
                          r"is not an IDX file \(magic bytes 1f8b"),
 }

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import charts, metrics, render, report
+from core import analysis, charts, render, report
 from core.data import load_digits_dataset
-from core.trainer import TrainConfig, train
+from core.config import TrainConfig
+from core.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +28,7 @@ def run(digits):
 
 @pytest.fixture(scope="module")
 def traj(run, digits):
-    out = metrics.trajectory_metrics(run)
-    x = digits.x_train[run.train_indices].reshape(300, -1) / 255.0
-    y = digits.y_train[run.train_indices]
-    out["example_typicality"] = metrics.template_correlation(x, y, metrics.class_contrasts(x, y, 10))
-    out["typicality"] = metrics.gradient_typicality(run, out["example_typicality"])
-    return out
+    return analysis.trajectory(run, digits)
 
 
 def test_weight_grid_png_has_the_expected_size_and_colours(run):
@@ -114,7 +110,7 @@ def test_summary_and_table_rank_the_hardest_examples_the_same_way(digits, model)
     k = 25
     top = report.hardest(r, t, k)
     assert list(top) == list(table.index[:k])
-    remaining = r.remaining_loss(t)
+    remaining = r.neg_log_p_true(t)
     assert np.all(np.diff(remaining[top]) <= 0)
     if model == "ovr":
         by_objective = np.argsort(-r.example_losses(t), kind="stable")[:k]
@@ -145,7 +141,7 @@ def test_column_labels_wrap_instead_of_losing_their_end():
 
 
 def test_tiny_probabilities_are_not_printed_as_zero():
-    from core.state import probability
+    from ui.draw import probability
 
     assert probability(0.5) == "0.500" and probability(0.0) == "0.000"
     assert probability(2.16e-4) == "2.2e-04"

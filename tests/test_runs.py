@@ -1,15 +1,20 @@
-"""The run store: one training per config, memory budget, disk cache, cancel."""
+"""The Run record and the run store: one training per config, memory budget, disk cache,
+cancel."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
 import pytest
 
 from core.data import load_digits_dataset
-from core.runs import RunStore, run_from_arrays, run_key, run_to_arrays
-from core.trainer import Run, TrainConfig, TrainingCancelled
+import core.runs
+from core.config import TrainConfig
+from core.run import FORMAT_VERSION, Run, run_from_arrays, run_to_arrays
+from core.runs import RunStore, run_key
+from core.trainer import TrainingCancelled, train
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +27,21 @@ CFG = TrainConfig(n_train=300, iterations=80, n_val=100)
 
 def assert_same_run(a: Run, b: Run) -> None:
     for name in ("train_indices", "val_indices", "snapshot_iterations", "learned_at",
-                 "forgetting_events", "_weights", "_biases", "_grad_norms"):
+                 "forgetting_events", "snapshot_weights", "snapshot_biases",
+                 "snapshot_grad_norms"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     for k in a.history:
         assert np.array_equal(a.history[k], b.history[k])
     for k in a.snapshot_history:
         assert np.array_equal(a.snapshot_history[k], b.snapshot_history[k], equal_nan=True)
     for split in ("train", "val"):
-        assert np.array_equal(a.example_losses(5, split), b.example_losses(5, split))
-    assert (a.learning_rate, a.lipschitz, a.stop_reason, a.iterations_done) == \
-        (b.learning_rate, b.lipschitz, b.stop_reason, b.iterations_done)
+        for name in ("loss", "p_true", "pred"):
+            got, want = getattr(b.records[split], name), getattr(a.records[split], name)
+            assert got.dtype == want.dtype and np.array_equal(got, want), (split, name)
+    assert (a.learning_rate, a.smoothness, a.stop_reason, a.iterations_done, a.diverged,
+            a.backend, a.config, a.fingerprint) == \
+        (b.learning_rate, b.smoothness, b.stop_reason, b.iterations_done, b.diverged,
+         b.backend, b.config, b.fingerprint)
 
 
 def test_key_depends_on_data_and_every_setting():
@@ -50,6 +60,55 @@ def test_arrays_round_trip_without_pickle(digits):
     assert_same_run(run, run_from_arrays(arrays, digits, CFG))
     with pytest.raises(ValueError):
         run_from_arrays(arrays, digits, CFG.replace(seed=9))
+
+
+def test_a_file_of_an_older_format_is_refused(digits):
+    arrays = run_to_arrays(RunStore().get(digits, CFG))
+    meta = json.loads(str(arrays["meta"]))
+    assert meta["format"] == FORMAT_VERSION >= 2
+    older = dict(arrays, meta=np.array(json.dumps(dict(meta, format=FORMAT_VERSION - 1))))
+    with pytest.raises(ValueError, match="format"):
+        run_from_arrays(older, digits, CFG)
+
+
+def test_slot_finds_stored_snapshots_and_refuses_others(digits):
+    run = RunStore().get(digits, CFG.replace(iterations=300))
+    its = run.snapshot_iterations
+    assert 150 not in its  # 300 iterations keep a log grid, not every step
+    for slot in (0, 1, len(its) // 2, len(its) - 1):
+        assert run.slot(int(its[slot])) == slot
+        assert np.array_equal(run.weights(int(its[slot])).reshape(10, -1),
+                              run.snapshot_weights[slot])
+    for t in (150, 301, -1):
+        with pytest.raises(KeyError, match=f"Iteration {t} is not a stored snapshot"):
+            run.slot(t)
+
+
+def test_nearest_snapshot_is_the_closest_stored_iteration_on_a_log_scale(digits):
+    run = RunStore().get(digits, CFG.replace(iterations=300))
+    its = run.snapshot_iterations.tolist()
+    for t in its:
+        assert run.nearest_snapshot(t) == t
+    assert run.nearest_snapshot(-5) == 0 and run.nearest_snapshot(10**6) == 300
+    # Between two neighbours a and c the boundary is where log(1 + t) is halfway.
+    a, c = next((a, c) for a, c in zip(its, its[1:]) if c - a >= 6)
+    middle = np.sqrt((1 + a) * (1 + c)) - 1
+    assert run.nearest_snapshot(int(np.floor(middle))) == a
+    assert run.nearest_snapshot(int(np.ceil(middle)) + 1) == c
+    assert middle < (a + c) / 2  # log scale: the boundary is below the arithmetic midpoint
+
+
+def test_neg_log_p_true_is_minus_log_of_the_recorded_probability(digits):
+    run = RunStore().get(digits, CFG)
+    t = int(run.snapshot_iterations[5])
+    for split in ("train", "val"):
+        p = run.p_true(t, split).astype(np.float64)
+        assert np.array_equal(run.neg_log_p_true(t, split), -np.log(p))
+        curve = run.neg_log_p_true_curve(3, split)
+        assert curve.shape == run.snapshot_iterations.shape
+        assert curve[5] == -np.log(p[3])
+    # Softmax: -log p(true) is the example's own loss (float32 rounding apart).
+    assert np.allclose(run.neg_log_p_true(t), run.example_losses(t), atol=1e-5)
 
 
 def test_disk_cache_survives_a_restart_and_drops_damaged_files(digits, tmp_path):
@@ -88,15 +147,23 @@ def test_sixteen_sessions_asking_at_once_train_once(digits):
 
 def test_memory_budget_evicts_least_recently_used(digits):
     one = RunStore().get(digits, CFG).nbytes
-    store = RunStore(max_bytes=int(2.5 * one))
+    budget = int(2.5 * one)  # room for two runs, not three
+    store = RunStore(max_bytes=budget)
     for seed in range(5):
         store.get(digits, CFG.replace(seed=seed))
-    assert store.memory_bytes <= 2.5 * one
+    assert store.memory_bytes <= budget
     assert len(store) == 2
-    store.get(digits, CFG.replace(seed=4))
-    assert store.trainings == 5  # the most recent one was still held
+    assert store.cached(digits, CFG.replace(seed=0)) is None  # the oldest went
+    assert store.cached(digits, CFG.replace(seed=4)) is not None  # the newest stayed
+    # Recently *used*, not recently trained: touching seed 3 makes seed 4 the next to go.
+    assert store.cached(digits, CFG.replace(seed=3)) is not None
+    store.get(digits, CFG.replace(seed=5))
+    assert store.memory_bytes <= budget
+    assert store.cached(digits, CFG.replace(seed=4)) is None
+    assert store.cached(digits, CFG.replace(seed=3)) is not None
+    assert store.trainings == 6
     store.get(digits, CFG.replace(seed=0))
-    assert store.trainings == 6  # the oldest had been dropped
+    assert store.trainings == 7  # the dropped one is trained again
 
 
 def test_cancel_leaves_nothing_cached_and_a_retry_trains(digits, tmp_path):
@@ -113,6 +180,43 @@ def test_cancel_leaves_nothing_cached_and_a_retry_trains(digits, tmp_path):
     assert retry is not job
     retry.cancel()
     retry.wait(30)
+
+
+@pytest.mark.parametrize("max_jobs", [1, 2])
+def test_no_more_than_max_jobs_train_at_once(digits, monkeypatch, max_jobs):
+    """Trainings are held in a fake ``train`` until released: however long they take,
+    at most ``max_jobs`` run at the same time and the others wait for a slot."""
+    done = RunStore().get(digits, CFG)
+    lock, release = threading.Lock(), threading.Event()
+    active, peak, started = [0], [0], []
+
+    def held_train(ds, cfg, progress=None):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            started.append(cfg.seed)
+        release.wait(30)
+        with lock:
+            active[0] -= 1
+        return done
+
+    monkeypatch.setattr(core.runs, "train", held_train)
+    store = RunStore(max_jobs=max_jobs)
+    jobs = [store.request(digits, CFG.replace(seed=s)) for s in range(max_jobs + 3)]
+    deadline = threading.Event()
+    for _ in range(100):  # until the slots are taken
+        if len(started) >= max_jobs:
+            break
+        deadline.wait(0.05)
+    # Give the jobs beyond the limit the chance to start if nothing held them back.
+    deadline.wait(0.5)
+    assert len(started) == max_jobs
+    assert sum(job.queued for job in jobs) == 3
+    release.set()
+    assert all(job.wait(30) for job in jobs)
+    assert all(job.error is None for job in jobs)
+    assert peak[0] == max_jobs
+    assert sorted(started) == list(range(max_jobs + 3))
 
 
 def test_jobs_beyond_the_limit_wait_their_turn(digits):

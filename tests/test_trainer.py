@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from core import kernels
+from core.config import TrainConfig
 from core.data import Dataset, load_digits_dataset
 from core.metrics import first_step_closed_form
-from core import kernels
-from core.trainer import (
-    TrainConfig,
-    TrainingCancelled,
-    objective_and_gradient,
-    snapshot_schedule,
-    smoothness,
-    train,
-)
+from core.objective import make_pass, objective_and_gradient, smoothness
+from core.runs import run_key
+from core.trainer import TrainingCancelled, snapshot_schedule, train
 
 
 BACKENDS = ["numpy"] + (["numba"] if kernels.AVAILABLE else [])
@@ -271,7 +272,7 @@ def test_steps_far_past_the_stability_limit_oscillate_then_diverge(digits):
     # 2/L is a sufficient bound, and loose on this data: steps of a few times 1/L still
     # descend. Far past it the objective rises at some steps, and further still it blows up.
     base = TrainConfig(n_train=200, iterations=3000, n_val=50, dtype="float64")
-    L = train(digits, base.replace(iterations=1)).lipschitz
+    L = train(digits, base.replace(iterations=1)).smoothness
     oscillating = train(digits, base.replace(learning_rate=30.0 / L))
     assert not oscillating.diverged
     assert np.diff(oscillating.history["objective"]).max() > 0
@@ -283,7 +284,7 @@ def test_same_config_gives_the_same_run_bit_for_bit(digits):
     cfg = TrainConfig(n_train=300, iterations=300, seed=4, n_val=100)
     a, b = train(digits, cfg), train(digits, cfg)
     assert np.array_equal(a.train_indices, b.train_indices)
-    assert np.array_equal(a._weights, b._weights)
+    assert np.array_equal(a.snapshot_weights, b.snapshot_weights)
     assert np.array_equal(a.history["train_loss"], b.history["train_loss"])
     other = train(digits, cfg.replace(seed=5))
     assert not np.array_equal(a.train_indices, other.train_indices)
@@ -395,11 +396,57 @@ def test_invalid_settings_are_refused_with_a_message_per_setting(digits, changes
         train(digits, cfg)
 
 
-def test_config_is_hashable_and_frozen():
+def test_config_replace_gives_a_new_config_and_equal_configs_share_a_run_key():
     a, b = TrainConfig(l2=0.01), TrainConfig(l2=0.01)
     assert hash(a) == hash(b) and a == b
-    with pytest.raises(Exception):
+    assert run_key("data", a) == run_key("data", b)
+    c = a.replace(l2=0.1, seed=3)
+    assert (a.l2, a.seed) == (0.01, 0) and (c.l2, c.seed) == (0.1, 3)  # the original stays
+    assert c != a and run_key("data", c) != run_key("data", a)
+    assert c.replace(l2=0.01, seed=0) == a
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.l2 = 0.1  # type: ignore[misc]
+    assert a.l2 == 0.01
+
+
+def _make_numba_pass(env: dict, block_numba: bool = False) -> str:
+    """The error of asking for the numba backend in a fresh interpreter ("" if none)."""
+    code = ("import sys\n"
+            + ("sys.modules['numba'] = None\n" if block_numba else "")
+            + "import numpy as np\n"
+            "from core.objective import make_pass\n"
+            "try:\n"
+            "    make_pass('numba', np.zeros((4, 3), np.uint8), np.zeros(4, np.int64), 2,\n"
+            "              np.dtype('float32'), 'softmax')\n"
+            "except ValueError as exc:\n"
+            "    print(exc)\n")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(not kernels.INSTALLED, reason=kernels.unavailable_reason())
+def test_numba_switched_off_by_the_environment_says_so_not_that_it_is_missing():
+    env = dict(os.environ, WEIGHTSCOPE_KERNEL="numpy")
+    said = _make_numba_pass(env)
+    assert "switched off by WEIGHTSCOPE_KERNEL=numpy" in said
+    assert "numba package" not in said and "not installed" not in said
+    env.pop("WEIGHTSCOPE_KERNEL")
+    assert _make_numba_pass(env) == ""  # without the switch the kernel is used
+
+
+def test_numba_missing_says_the_package_is_needed():
+    env = {k: v for k, v in os.environ.items() if k != "WEIGHTSCOPE_KERNEL"}
+    said = _make_numba_pass(env, block_numba=True)
+    assert "needs the numba package" in said
+    assert "WEIGHTSCOPE_KERNEL" not in said
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="Unknown backend 'gpu'"):
+        make_pass("gpu", np.zeros((4, 3), np.uint8), np.zeros(4, np.int64), 2,
+                  np.dtype("float32"), "softmax")
 
 
 @pytest.mark.realdata
@@ -420,20 +467,20 @@ def test_300_full_data_steps_reach_70_percent_test_accuracy(fashion_dir):
     assert np.abs(run.weights(1).reshape(10, -1) - W1).max() < 1e-5
 
 
-@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+@pytest.mark.skipif(not kernels.AVAILABLE, reason=kernels.unavailable_reason())
 @pytest.mark.parametrize("model", ["softmax", "ovr"])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 2e-4)])
 def test_compiled_kernel_and_numpy_compute_the_same_run(digits, model, dtype, tol):
     cfg = TrainConfig(model=model, n_train=400, iterations=300, l2=0.001, dtype=dtype, n_val=100)
     a = train(digits, cfg, backend="numpy")
     b = train(digits, cfg, backend="numba")
-    scale = np.abs(a._weights).max()
-    assert np.abs(a._weights - b._weights).max() / scale < tol
+    scale = np.abs(a.snapshot_weights).max()
+    assert np.abs(a.snapshot_weights - b.snapshot_weights).max() / scale < tol
     assert np.allclose(a.history["objective"], b.history["objective"], rtol=tol, atol=0)
     for split in ("train", "val"):
-        assert np.allclose(a._records[split].loss, b._records[split].loss, rtol=tol * 10, atol=tol)
-        assert (a._records[split].pred == b._records[split].pred).mean() > 0.999
-    assert np.allclose(a._grad_norms, b._grad_norms, rtol=tol * 10, atol=tol)
+        assert np.allclose(a.records[split].loss, b.records[split].loss, rtol=tol * 10, atol=tol)
+        assert (a.records[split].pred == b.records[split].pred).mean() > 0.999
+    assert np.allclose(a.snapshot_grad_norms, b.snapshot_grad_norms, rtol=tol * 10, atol=tol)
 
 
 def test_test_split_is_reported_at_the_end_and_at_the_best_validation_step(digits):

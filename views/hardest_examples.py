@@ -3,12 +3,12 @@
 import numpy as np
 import streamlit as st
 
-from core import charts, metrics, report, state
+from core import charts, metrics, report
+from ui import draw, frame
 
 GALLERY = 30
 
-page = state.setup_page("Hardest_examples", "Hardest examples",
-                        view_keys=("t", "split", "cls", "order", "ex"))
+page = frame.current()
 ds = page.ds
 st.title("Which examples still carry loss")
 run = page.run(label="the current settings")
@@ -16,21 +16,18 @@ K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
 
 c1, c2, c3, c4 = st.columns([3, 1, 2, 1])
-# The URL is written once, by the example picker below: one click, one history entry.
 step_word = "Iteration" if run.config.optimizer == "lbfgs" else "Gradient step"
-t = page.view_widget(c1.select_slider, step_word, "t", its[-1], its, write=False,
-                     format_func=lambda v: f"{v:,}")
-split = page.view_widget(c2.radio, "Split", "split", "train", ["train", "val"], cast=str,
-                         write=False, horizontal=True,
-                         format_func={"train": "train", "val": "validation"}.get)
-cls = page.view_widget(c3.selectbox, "Class", "cls", -1, [-1] + list(range(K)), write=False,
-                       format_func=lambda k: "all classes" if k < 0 else ds.class_names[k])
-order = page.view_widget(c4.radio, "Show", "order", "hardest", ["hardest", "easiest"],
-                         cast=str, write=False)
+t = page.choice(c1.select_slider, step_word, "t", its[-1], its, format_func=lambda v: f"{v:,}")
+split = page.choice(c2.radio, "Split", "split", "train", ["train", "val"], cast=str,
+                    horizontal=True, format_func={"train": "train", "val": "validation"}.get)
+cls = page.choice(c3.selectbox, "Class", "cls", -1, [-1] + list(range(K)),
+                  format_func=lambda k: "all classes" if k < 0 else ds.class_names[k])
+order = page.choice(c4.radio, "Show", "order", "hardest", ["hardest", "easiest"],
+                    cast=str)
 
 idx = run.train_indices if split == "train" else run.val_indices
 labels = ds.y_train[idx]
-loss = run.remaining_loss(t, split)
+loss = run.neg_log_p_true(t, split)
 p_true = run.p_true(t, split)
 pred = run.predictions(t, split)
 pool = np.flatnonzero(labels == cls) if cls >= 0 else np.arange(len(idx))
@@ -38,28 +35,27 @@ ranked = pool[np.argsort(-loss[pool] if order == "hardest" else loss[pool], kind
 shown = ranked[:GALLERY]
 if not len(shown):
     st.info(f"No {'training' if split == 'train' else 'validation'} images of class "
-            f"{state.md(ds.class_names[cls])} in this run; choose another class or split.")
-    page.set_view()
+            f"{draw.md(ds.class_names[cls])} in this run; choose another class or split.")
     st.stop()
 
 st.markdown(
     f"Ranked by remaining loss −log p(true class) at step {t:,}, among {len(pool):,} "
     f"{'training' if split == 'train' else 'validation'} images"
-    f"{'' if cls < 0 else ' of class ' + state.md(ds.class_names[cls])}. Mean loss there: "
+    f"{'' if cls < 0 else ' of class ' + draw.md(ds.class_names[cls])}. Mean loss there: "
     f"{loss[pool].mean():.3f}; misclassified: {(pred[pool] != labels[pool]).mean():.1%}.")
-scale = state.pick_scale(ds.image_shape)
-state.thumbnails(
+scale = draw.pick_scale(ds.image_shape)
+draw.thumbnails(
     ds.x_train[idx][shown],
     [f"{ds.class_names[labels[i]]}\nas {ds.class_names[pred[i]]}\n"
-     f"p={state.probability(p_true[i])}"
+     f"p={draw.probability(p_true[i])}"
      for i in shown],
     scale=scale, caption="true class, predicted class, p(true class)",
     file_name=f"{order}-{split}-step-{t}.png")
-state.download("Ranked CSV", lambda: report.examples_table(run, ds, t, split).to_csv(index=False),
+draw.download("Ranked CSV", lambda: report.examples_table(run, ds, t, split).to_csv(index=False),
                f"examples-{split}-step-{t}.csv", "text/csv")
 
 st.subheader("One example")
-choice = page.view_widget(
+choice = page.choice(
     st.selectbox, "Example", "ex", 0, range(len(shown)),
     format_func=lambda r: f"#{r + 1}: {ds.class_names[labels[shown[r]]]} predicted as "
                           f"{ds.class_names[pred[shown[r]]]}, loss {loss[shown[r]]:.3f}")
@@ -73,7 +69,7 @@ rows = [y_i] + ([int(pred[i])] if pred[i] != y_i else [])
 
 left, right = st.columns([1, 2])
 with left:
-    state.thumbnails(image[None], [ds.class_names[y_i]], ncols=1, scale=scale + 1,
+    draw.thumbnails(image[None], [ds.class_names[y_i]], ncols=1, scale=scale + 1,
                      file_name=f"example-{int(idx[i])}.png")
     if split == "train":
         learned = int(run.learned_at[i])
@@ -81,14 +77,14 @@ with left:
             f"- learned from step: **{learned:,}**" if learned >= 0 else
             "- learned from step: **never** (wrong at the end)")
         st.markdown(f"- forgotten (correct, then wrong): **{int(run.forgetting_events[i])}** times")
-    st.markdown(f"- p(true) at step {t:,}: **{state.probability(p[y_i])}**; gradient norm ‖p − y‖‖x‖ = "
+    st.markdown(f"- p(true) at step {t:,}: **{draw.probability(p[y_i])}**; gradient norm ‖p − y‖‖x‖ = "
                 f"**{np.linalg.norm(p - np.eye(K)[y_i]) * np.linalg.norm(x):.3f}**")
 with right:
     pairs = np.stack([np.stack([run.weights(t)[k], contribution[k]]) for k in rows])
     vmax_w = np.abs(run.weights(t)[rows]).max()
     vmax_c = np.abs(contribution[rows]).max()
     both = np.stack([pairs[:, 0] / max(vmax_w, 1e-30), pairs[:, 1] / max(vmax_c, 1e-30)], axis=1)
-    state.weight_images(
+    draw.weight_images(
         both, vmax=1.0, col_labels=["weight image", "this example's pull"],
         row_labels=[ds.class_names[k] for k in rows], scale=scale + 1, legend=False,
         file_name=f"example-{int(idx[i])}-pull-step-{t}.png",
@@ -96,6 +92,6 @@ with right:
                 "contribution −(p − y)x to it (true class: (1 − p) x, pulls towards the image; "
                 "predicted class: −p x, pushes away). Each column scaled to its own maximum.")
 curve = charts.frame({"loss of this example": (run.snapshot_iterations,
-                                               run.remaining_loss_curve(i, split))})
-state.chart(charts.curves(curve, y_title="−log p(true) (nats)", selected=t,
+                                               run.neg_log_p_true_curve(i, split))})
+draw.chart(charts.curves(curve, y_title="−log p(true) (nats)", selected=t,
                           title="Its loss over training"), f"example-{int(idx[i])}-loss")

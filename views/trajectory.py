@@ -2,9 +2,11 @@
 
 import streamlit as st
 
-from core import charts, metrics, report, state
+from core import charts, metrics, report
+from core.trainer import one_two_five
+from ui import cached, draw, frame
 
-page = state.setup_page("Trajectory", "Trajectory", view_keys=("t",))
+page = frame.current()
 ds = page.ds
 st.title("From templates to noise")
 run = page.run(label="the current settings")
@@ -17,17 +19,17 @@ if run.config.optimizer == "lbfgs":
         icon=":material/info:")
 K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
-traj = state.trajectory(run, ds)
+traj = cached.trajectory(run, ds)
 
-t = page.view_widget(
+t = page.choice(
     st.select_slider,
     f"{'Iteration' if run.config.optimizer == 'lbfgs' else 'Gradient step'} "
     "(stored snapshots, log-spaced)", "t", its[-1], its,
     format_func=lambda v: f"{v:,}",
     help="Every panel below shows this step. Snapshots are spaced evenly in log(step).")
-slot = its.index(t) + (1 if run.snapshot_iterations[0] == 0 else 0)
+slot = run.slot(t)
 
-scale = state.pick_scale(ds.image_shape)
+scale = draw.pick_scale(ds.image_shape)
 numbers = st.grid(5, min_column_width=150)  # wraps to fewer a row on a narrow window
 numbers.metric("Train accuracy", f"{run.history['train_acc'][t]:.3f}")
 numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][slot]:.3f}")
@@ -43,18 +45,18 @@ numbers.metric("Top-10 % gradient share", f"{traj['concentration'][slot]:.0%}",
                     "pulls equally.")
 
 st.subheader(f"Weight images at step {t:,}")
-state.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale,
+draw.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale,
                     file_name=f"weights-step-{t}.png")
 
 st.subheader("Every class over training")
-rows = [s for s in state.one_two_five(run.iterations_done) if s in its]
-state.weight_rows([(f"{s:,}", run.weights(s)) for s in rows], ds.class_names,
+rows = [s for s in one_two_five(run.iterations_done) if s in its]
+draw.weight_rows([(f"{s:,}", run.weights(s)) for s in rows], ds.class_names,
                   scale=max(2, scale - 1), file_name="weights-over-training.png")
 with st.expander("Play the evolution", expanded=False):
-    gif = state.evolution_gif(run)
+    gif = cached.evolution_gif(run)
     st.image(gif, caption="All classes at every stored snapshot, each frame on its own "
              "symmetric scale.")
-    state.download("GIF", gif, "weights-evolution.gif", "image/gif")
+    draw.download("GIF", gif, "weights-evolution.gif", "image/gif")
 
 st.subheader("What the numbers do")
 sel = t
@@ -70,7 +72,7 @@ pull = charts.frame({
     "typicality of what pulls": (snaps, traj["typicality"]),
 })
 crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
-state.chart_grid((
+draw.chart_grid((
     (charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"), "loss"),
     (charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel, title="Accuracy"),
      "accuracy"),
@@ -81,7 +83,7 @@ state.chart_grid((
     (charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
                    title="Coefficient range", log_y=True), "coefficient-range"),
 ))
-state.download("History CSV", lambda: report.history_table(run, traj).to_csv(index=False),
+draw.download("History CSV", lambda: report.history_table(run, traj).to_csv(index=False),
                "history.csv", "text/csv")
 st.caption(
     "Typicality of what pulls: the gradient-weighted mean correlation of each training image "
@@ -100,11 +102,11 @@ st.markdown(
     f"{len(top) / len(norms):.1%})."
     f" Their mean typicality is **{traj['example_typicality'][top].mean():.2f}**, against "
     f"{traj['example_typicality'].mean():.2f} for all training images.")
-state.thumbnails(
+draw.thumbnails(
     ds.x_train[run.train_indices][top],
     [f"{ds.class_names[y[i]]}\nas {ds.class_names[pred[i]]}" for i in top],
     scale=scale, caption="true class, and the class predicted at this step",
     file_name=f"gradient-carriers-step-{t}.png")
-state.download("Per-example CSV at this step",
+draw.download("Per-example CSV at this step",
                lambda: report.examples_table(run, ds, t, "train").to_csv(index=False),
                f"examples-train-step-{t}.csv", "text/csv")

@@ -3,7 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from core import charts, report, state
+from core import charts, report
+from core.trainer import one_two_five
+from ui import draw, frame, resources
 
 #: The runs compared, each with the penalty this page sets itself.
 VARIANTS = (
@@ -13,8 +15,7 @@ VARIANTS = (
     ("L1 0.0003", {"l2": 0.0, "l1": 0.0003}),
 )
 
-page = state.setup_page("Overfitting", "Overfitting and regularization",
-                        view_keys=("show", "from"))
+page = frame.current()
 ds = page.ds
 cfg = page.config
 st.title("Noise is overfitting; regularization removes it")
@@ -27,7 +28,7 @@ wanted = {label: cfg.replace(**penalty) for label, penalty in VARIANTS
           if not (cfg.optimizer == "lbfgs" and penalty["l1"] > 0)}
 if cfg.optimizer == "lbfgs":
     st.caption("L1 is left out: it needs gradient descent's proximal step.")
-missing = [label for label, c in wanted.items() if state.run_store().cached(ds, c) is None]
+missing = [label for label, c in wanted.items() if resources.run_store().cached(ds, c) is None]
 if missing:
     st.caption(f"First visit with these settings: {len(missing)} run(s) to train "
                f"({', '.join(missing)}), each as long as the sidebar's. They are kept, so the "
@@ -47,7 +48,7 @@ st.dataframe(
         c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
         if c not in ("run", "step", "best at")
     })
-state.download("Table CSV", table.to_csv(index=False), "regularization.csv", "text/csv")
+draw.download("Table CSV", table.to_csv(index=False), "regularization.csv", "text/csv")
 st.caption(
     "gap = train acc - val acc; zeros = share of weights exactly zero. "
     "Early stopping is the unpenalised run at the stored snapshot with the lowest validation "
@@ -59,9 +60,9 @@ st.subheader("Validation curves")
 # The runs differ late: from step 1 on, the early descent fills the plot and the curves
 # look alike. By default the charts start a decade or so before the early-stopping step.
 last = base.iterations_done
-starts = [s for s in state.one_two_five(last) if s < last] or [1]
+starts = [s for s in one_two_five(last) if s < last] or [1]
 zoom = max([s for s in starts if s <= max(1, best // 5)], default=1)
-start = page.view_widget(
+start = page.choice(
     st.select_slider, "Curves from step", "from", zoom, starts, format_func=lambda v: f"{v:,}",
     help="Where the curves begin. The default starts at about a fifth of the early-stopping "
          "step, where the runs part; move it to 1 to see the whole run.")
@@ -73,7 +74,7 @@ gap = charts.frame({
     label: (run.snapshot_iterations,
             run.history["train_acc"][run.snapshot_iterations] - run.snapshot_history["val_acc"])
     for label, run in runs.items()})
-state.chart_grid((
+draw.chart_grid((
     (charts.curves(loss, y_title="validation loss (nats)", selected=best, start=start,
                    title="Validation loss (rule: early-stopping step)"), "validation-loss"),
     (charts.curves(acc, y_title="validation accuracy (fraction)", selected=best, start=start,
@@ -83,8 +84,8 @@ state.chart_grid((
 ))
 
 st.subheader("Weight images")
-show = page.view_widget(st.radio, "Show each run at", "show", "final step",
-                        ["final step", "its best validation step"], cast=str, horizontal=True)
+show = page.choice(st.radio, "Show each run at", "show", "final step",
+                    ["final step", "its best validation step"], cast=str, horizontal=True)
 steps = {label: run.iterations_done for label, run in runs.items()}
 steps["early stopping"] = best
 if show == "its best validation step":
@@ -92,6 +93,6 @@ if show == "its best validation step":
         steps[label] = run.best_iteration()
         images[label] = run.weights(steps[label])
 labels = list(images)
-scale = state.pick_scale(ds.image_shape, 56)
-state.weight_rows([(f"{k} @ {steps[k]:,}", images[k]) for k in labels], ds.class_names,
+scale = draw.pick_scale(ds.image_shape, 56)
+draw.weight_rows([(f"{k} @ {steps[k]:,}", images[k]) for k in labels], ds.class_names,
                   scale=scale, file_name="weights-by-regularization.png")

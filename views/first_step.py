@@ -3,9 +3,10 @@
 import numpy as np
 import streamlit as st
 
-from core import metrics, state
+from core import analysis, metrics
+from ui import cached, draw, frame
 
-page = state.setup_page("First_step", "First step", view_keys=("cls",))
+page = frame.current()
 ds = page.ds
 cfg = page.config
 st.title("The first gradient step is an average image")
@@ -14,17 +15,15 @@ run = page.run(label="the current settings")
 lbfgs = cfg.optimizer == "lbfgs"
 K = ds.n_classes
 y = ds.y_train[run.train_indices]
-fs = state.first_step(run, ds)
+fs = cached.first_step(run, ds)
 counts, means = fs["counts"], fs["means"]
 got = run.weights(1).reshape(K, -1).astype(np.float64)
+# L-BFGS's first iterate is the negative gradient at zero times a line-search step: the
+# closed form up to one scale factor, fitted by least squares (weights and bias).
+a = analysis.first_step_scale(run, fs)
 if lbfgs:
-    # L-BFGS's first iterate is the negative gradient at zero times a line-search step:
-    # the closed form up to one scale factor, fitted here by least squares.
-    unit = np.concatenate([fs["unit_W"].ravel(), fs["unit_b"]])
-    a = float(np.vdot(np.concatenate([got.ravel(), run.bias(1)]), unit) / np.vdot(unit, unit))
     exact = run  # already float64
 else:
-    a = run.learning_rate
     # The same step in float64, at the very same step size, isolates rounding from the algebra.
     exact = page.run(cfg.replace(iterations=1, dtype="float64", learning_rate=a),
                      label="one float64 step")
@@ -60,9 +59,9 @@ st.caption("In both models the gradient of one example is (p - y) x: its predict
            "minus its label, times the image. The sigmoid (or softmax) is applied to the logit, "
            "then y is subtracted.")
 
-scale = state.pick_scale(ds.image_shape)
+scale = draw.pick_scale(ds.image_shape)
 mean_images = np.clip(means * 255, 0, 255).astype(np.uint8).reshape(K, *ds.image_shape)
-state.weight_rows(
+draw.weight_rows(
     [("trained", run.weights(1)), ("closed form", W1.reshape(K, *ds.image_shape))],
     ds.class_names, scale=scale, extra=[("class mean", mean_images)],
     caption="Row 1: the weights after one gradient step of this run. Row 2: the formula "
@@ -89,7 +88,7 @@ proof["corr(step 1, class mean)"] = [f"{v:.3f}" for v in metrics.similarity(W1, 
 st.dataframe(proof, hide_index=True)
 
 st.subheader("Typical examples")
-cls = page.view_widget(st.selectbox, "Class", "cls", 0, range(K),
+cls = page.choice(st.selectbox, "Class", "cls", 0, range(K),
                        format_func=lambda k: ds.class_names[k])
 members = np.flatnonzero(y == cls)
 template = fs["contrasts"][cls]
@@ -98,18 +97,18 @@ corr = metrics.similarity(x, np.broadcast_to(template, x.shape))
 order = np.argsort(-corr, kind="stable")
 images = ds.x_train[run.train_indices][members]
 st.markdown(
-    f"The {state.md(ds.class_names[cls])} images of the training subset that correlate most and least "
+    f"The {draw.md(ds.class_names[cls])} images of the training subset that correlate most and least "
     f"with the class's contrast image: its mean minus the mean of all images (the softmax "
     f"step-1 image on balanced data). Typical images match it; the least typical ones are "
     f"the examples the later steps will have to work hardest on.")
 left, right = st.columns([1, 4])
 with left:
-    state.weight_images(template.reshape(1, *ds.image_shape), col_labels=["mean - all"],
+    draw.weight_images(template.reshape(1, *ds.image_shape), col_labels=["mean - all"],
                         scale=scale + 1, legend=False, file_name=f"contrast-class-{cls}.png")
 with right:
-    state.thumbnails(images[order[:10]], [f"r={corr[i]:.2f}" for i in order[:10]],
+    draw.thumbnails(images[order[:10]], [f"r={corr[i]:.2f}" for i in order[:10]],
                      scale=max(2, scale - 1), caption="Most typical",
                      file_name=f"most-typical-class-{cls}.png")
-    state.thumbnails(images[order[::-1][:10]], [f"r={corr[i]:.2f}" for i in order[::-1][:10]],
+    draw.thumbnails(images[order[::-1][:10]], [f"r={corr[i]:.2f}" for i in order[::-1][:10]],
                      scale=max(2, scale - 1), caption="Least typical",
                      file_name=f"least-typical-class-{cls}.png")

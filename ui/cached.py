@@ -1,0 +1,68 @@
+"""Analysis of a run, computed once per run and kept (st.cache_data, keyed on the run's key).
+
+The functions of :mod:`core.analysis` know nothing of caching; a run is identified here by
+its store key (data fingerprint + config), never by hashing its arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core import analysis, render
+from core.data import Dataset
+from core.run import Run
+from core.runs import run_key
+from ui.draw import pick_scale
+
+
+def key(run: Run) -> str:
+    return run_key(run.fingerprint, run.config)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _trajectory(run_id: str, _run: Run, _ds: Dataset) -> dict[str, np.ndarray]:
+    return analysis.trajectory(_run, _ds)
+
+
+def trajectory(run: Run, ds: Dataset) -> dict[str, np.ndarray]:
+    """:func:`core.analysis.trajectory` of ``run``, computed once per run."""
+    return _trajectory(key(run), run, ds)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _first_step(run_id: str, _run: Run, _ds: Dataset) -> dict[str, np.ndarray]:
+    return analysis.first_step(_run, _ds)
+
+
+def first_step(run: Run, ds: Dataset) -> dict[str, np.ndarray]:
+    """:func:`core.analysis.first_step` of ``run``, computed once per run."""
+    return _first_step(key(run), run, ds)
+
+
+@st.cache_data(max_entries=16, show_spinner="Drawing the animation…")
+def _evolution_gif(run_id: str, _run: Run, scale: int) -> bytes:
+    frames = []
+    names = list(_run.class_names)
+    for t in _run.snapshot_iterations:
+        if t < 1:
+            continue
+        frames.append(render.weight_grid(_run.weights(int(t)), scale=scale, col_labels=names,
+                                         row_labels=[f"step {int(t):>6,}"]))
+    return render.animated_gif(frames, duration_ms=120)
+
+
+def evolution_gif(run: Run) -> bytes:
+    """Animated GIF of all class images over every stored snapshot (cached per run)."""
+    return _evolution_gif(key(run), run, pick_scale(run.image_shape, 56))
+
+
+def summary_maker(run: Run, ds: Dataset, link: str):
+    """A function making the one-page HTML summary of ``run`` on demand.
+
+    Everything that needs the script's context (cached metrics, the view's link)
+    is gathered now: the download button calls the function on another thread.
+    """
+    from core import report
+    traj = trajectory(run, ds)
+    return lambda: report.summary_html(run, ds, traj, link=link)

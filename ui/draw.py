@@ -1,0 +1,149 @@
+"""Drawing helpers shared by the pages: weight images, thumbnails, charts, downloads.
+
+Functions here draw and return nothing the pages need to compute with; the numbers come
+from :mod:`core` and :mod:`ui.cached`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+import streamlit as st
+
+from core import render
+
+#: Narrowest a chart gets beside another (st.grid cell): below it, charts stack, so the
+#: plot keeps room next to its right-hand legend on a narrow window.
+CHART_MIN_WIDTH = 440
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md(text) -> str:
+    """``text`` with every Markdown and HTML character escaped, for user-supplied strings
+    (file names, class names) inside st.markdown, st.error and friends."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def probability(p: float) -> str:
+    """``p`` with three decimals, or in scientific notation when it would read 0.000."""
+    return f"{p:.3f}" if p >= 0.0005 or p == 0 else f"{p:.1e}"
+
+
+def weight_images(
+    images: np.ndarray,
+    *,
+    col_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    vmax: float | None = None,
+    scale: int = 4,
+    caption: str | None = None,
+    legend: bool = True,
+    file_name: str | None = None,
+) -> float:
+    """Show weight images (K, H, W) or (R, K, H, W) as one PNG on one symmetric scale.
+
+    Returns the scale used, so a caller can put two grids on the same one. With
+    ``file_name``, a button downloads the picture as PNG.
+    """
+    vmax = render.symmetric_limit(images) if vmax is None else vmax
+    img = render.weight_grid(images, vmax=vmax, scale=scale,
+                             col_labels=col_labels, row_labels=row_labels)
+    show_png(img, caption=caption, file_name=file_name)
+    if legend:
+        show_png(render.colorbar(vmax),
+                 caption="weight: purple negative, white zero, orange positive")
+    return vmax
+
+
+def show_png(img, caption: str | None = None, file_name: str | None = None) -> None:
+    """A PIL image as PNG at its own pixel width: never upscaled (blurry), shrunk only
+    if the column is narrower. With ``file_name``, a button downloads the same PNG.
+
+    ``width="content"`` is what caps the width: an integer width lets a wide grid run off
+    the right edge of the main column (seen in Chromium with Streamlit 1.67)."""
+    png = render.to_png(img)
+    st.image(png, caption=caption, output_format="PNG", width="content")
+    if file_name:
+        download("PNG", png, file_name, "image/png")
+
+
+def download(label: str, data, file_name: str, mime: str) -> None:
+    """A download button; ``data`` may be bytes or a function making them on click.
+
+    Clicking does not rerun the page (``on_click="ignore"``).
+    """
+    st.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore",
+                       key=f"dl/{file_name}/{label}", icon=":material/download:")
+
+
+def chart_grid(items: Sequence[tuple[object, str]]) -> None:
+    """Charts (chart, file stem) two to a row where each gets ``CHART_MIN_WIDTH`` pixels,
+    one to a row on a narrower window, each with its downloads."""
+    grid = st.grid(2, min_column_width=CHART_MIN_WIDTH)
+    for ch, file_stem in items:
+        with grid.cell():
+            chart(ch, file_stem)
+
+
+def chart(ch, file_stem: str) -> None:
+    """An Altair chart across its column, with PNG and SVG downloads made on click."""
+    from core import charts
+    st.altair_chart(ch, width="stretch")
+    formats = charts.export_formats()
+    if not formats:
+        st.caption("Chart downloads need vl-convert-python (pip install vl-convert-python).")
+        return
+    makers = {"PNG": (lambda: charts.to_png(ch), "image/png"),
+              "SVG": (lambda: charts.to_svg(ch), "image/svg+xml")}
+    # A row of buttons at their natural width (equal columns cut "PNG" to "P…" when narrow).
+    with st.container(horizontal=True, gap="small"):
+        for fmt in formats:
+            make, mime = makers[fmt]
+            download(fmt, make, f"{file_stem}.{fmt.lower()}", mime)
+
+
+def thumbnails(images: np.ndarray, labels: Sequence[str] | None = None, *,
+               ncols: int = 10, scale: int = 3, caption: str | None = None,
+               file_name: str | None = None) -> None:
+    """Show uint8 grayscale images (m, H, W) as a captioned PNG grid."""
+    if len(images) == 0:
+        st.caption("No examples.")
+        return
+    img = render.thumbnail_grid(images, ncols=ncols, scale=scale, labels=labels)
+    show_png(img, caption=caption, file_name=file_name)
+
+
+def pick_scale(image_shape: tuple[int, int], target: int = 84) -> int:
+    """Enlargement that makes a tile about ``target`` pixels wide (28 x 28 -> 3, 8 x 8 -> 10)."""
+    return max(1, int(round(target / max(image_shape))))
+
+
+def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str], *,
+                scale: int = 3, caption: str | None = None,
+                extra: Sequence[tuple[str, np.ndarray]] = (),
+                file_name: str | None = None) -> None:
+    """Rows of class weight images (label, (K, H, W)), each row on its own symmetric scale.
+
+    Weights grow over training, so one scale for all rows would leave the early
+    rows blank; the row label states each row's scale (its largest |weight|).
+    ``extra`` rows of uint8 grayscale images (label, (K, H, W)) are drawn in gray
+    below, aligned with the weight images (class means, for example).
+    """
+    tiles, labels = [], []
+    for label, w in rows:
+        lim = render.symmetric_limit(w)
+        tiles.append(render.diverging_rgb(np.asarray(w, dtype=np.float64), lim))
+        labels.append(f"{label} (±{lim:.2g})")
+    for label, images in extra:
+        tiles.append(render.gray_rgb(images))
+        labels.append(label)
+    img = render.tile_grid(np.stack(tiles), scale=scale, col_labels=class_names,
+                           row_labels=labels)
+    show_png(img, caption=caption or "Each weight row on its own scale, ± its largest |weight| "
+                                     "(in the row label): weights grow during training, so a "
+                                     "shared scale would leave the early rows blank.",
+             file_name=file_name)
+    show_png(render.colorbar(1.0, tick_labels=("- row max", "0", "+ row max")))

@@ -1,0 +1,298 @@
+"""The frame every page runs in: app.py opens it, runs the page, and closes it.
+
+Opening works out the settings (from a link when the browser brought one, else from the
+session), the data set, and draws the shared sidebar; the page then asks the frame for
+its run (:meth:`Frame.run`) and draws its view controls through :meth:`Frame.choice`;
+closing writes the address bar once and refreshes the page links. A page never reads
+the URL or the sidebar itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import streamlit as st
+
+from core import settings as S
+from core.config import TrainConfig, format_number
+from core.data import Dataset
+from core.run import Run
+from ui import sidebar, url
+from ui.draw import md
+from ui.resources import available_datasets, dataset
+from ui.training import get_run, show_run_status
+from ui.uploads import take_upload, upload_messages, upload_ui
+
+SETTINGS_KEY = "ws_settings"  # the last good settings of this session
+NAV_KEY = "ws_nav"  # the parameters the drawn page links carry, by page path
+FRAME_KEY = "ws_frame"  # the open frame, for the page script of this run
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    file: str
+    title: str
+    path: str  # URL path: "" is home; the others keep the first version's links
+    icon: str
+    views: tuple[str, ...] = ()  # URL parameters of the page's own view (step, class, ...)
+
+    @property
+    def name(self) -> str:
+        """The page's name in widget keys and file names."""
+        return self.path or "Home"
+
+
+PAGES = (
+    PageSpec("views/home.py", "Home", "", ":material/home:"),
+    PageSpec("views/first_step.py", "First step", "First_step", ":material/looks_one:",
+             ("cls",)),
+    PageSpec("views/trajectory.py", "Trajectory", "Trajectory", ":material/timeline:", ("t",)),
+    PageSpec("views/overfitting.py", "Overfitting and regularization", "Overfitting",
+             ":material/blur_on:", ("show", "from")),
+    PageSpec("views/hardest_examples.py", "Hardest examples", "Hardest_examples",
+             ":material/psychology_alt:", ("t", "split", "cls", "order", "ex")),
+)
+PAGE_PATHS = {p.path for p in PAGES if p.path}
+
+
+def navigation():
+    """``st.navigation`` over :data:`PAGES`, its own menu hidden: the frame draws the page
+    links itself so that each carries the current settings (a middle-click opens the same
+    run in a new tab)."""
+    pages = {p.path: st.Page(p.file, title=p.title, icon=p.icon, default=not p.path,
+                             **({"url_path": p.path} if p.path else {})) for p in PAGES}
+    st.session_state["ws_pages"] = pages
+    return st.navigation(list(pages.values()), position="hidden")
+
+
+def page_object(path: str):
+    """The ``st.Page`` of URL path ``path``, for st.page_link."""
+    return st.session_state["ws_pages"][path]
+
+
+def _nearest(value, options: list, default):
+    """The option closest to ``value`` (on a log scale for step numbers), else ``default``."""
+    if isinstance(value, (int, np.integer)) and options and all(
+            isinstance(c, (int, np.integer)) for c in options):
+        return min(options, key=lambda c: abs(np.log1p(max(c, 0)) - np.log1p(max(value, 0))))
+    return default
+
+
+@dataclass
+class Frame:
+    """What a page works with: the data, the settings, and its view in the URL."""
+
+    spec: PageSpec
+    ds: Dataset
+    settings: S.Settings
+    from_browser: bool  # this run's URL came from the browser (link, Back, edited address)
+    url_params: dict[str, str]
+    nav_box: Any
+    link_box: Any
+    #: This page's view values that differ from their defaults, as URL text; remembered
+    #: across runs, so a control a stopped run did not draw comes back where it was.
+    view: dict[str, str] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)  # of the controls drawn this run
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.settings.config()
+
+    def run(self, config: TrainConfig | None = None, *, label: str = "") -> Run:
+        """The finished run for ``config`` (default: the sidebar's), training it if needed.
+
+        Stops the page with a message when the run cannot be had.
+        """
+        run = get_run(self.ds, config or self.config, label=label,
+                      persist=self.settings.dataset != "upload")
+        show_run_status(run)
+        return run
+
+    def choice(self, widget: Callable, label: str, name: str, default, options: Sequence, *,
+               cast: Callable = int, **kwargs):
+        """Draw choice ``widget`` (``st.select_slider``, ``st.radio`` or ``st.selectbox``,
+        on any container) for view value ``name`` (its URL parameter); return the choice.
+
+        The value is put into the widget's state before it is drawn, so the control always
+        shows what the page uses: the link's value when the browser brought a URL (a
+        malformed one is ignored with a notice), else the viewer's last choice (the nearest
+        option when the options changed, another run say), else ``default``.
+        """
+        options = list(options)
+        key = f"ws_v/{self.spec.name}/{name}"
+        ss = st.session_state
+        if self.from_browser:
+            value = self._from_link(name, default, options, cast)
+        else:
+            value = ss.get(key, None)
+            if value is None:
+                value = self._from_text(self.view.get(name), default, options, cast)
+        if value not in options:
+            value = _nearest(value, options, default)
+        ss[key] = value
+        chosen = widget(label, options, key=key, **kwargs)
+        text, default_text = _text(chosen), _text(default)
+        self.defaults[name] = default_text
+        if text == default_text:
+            self.view.pop(name, None)
+        else:
+            self.view[name] = text
+        return chosen
+
+    def _from_link(self, name: str, default, options: list, cast):
+        raw = self.url_params.get(name)
+        if raw is None:
+            return default
+        value = self._from_text(raw, None, options, cast)
+        if value is None:
+            st.warning(f"Ignored {name}={md(repr(raw[:40]))} in the link; using "
+                       f"{md(_text(default))}.", icon=":material/warning:")
+            return default
+        return value
+
+    @staticmethod
+    def _from_text(raw: str | None, default, options: list, cast):
+        if raw is None:
+            return default
+        try:
+            value = cast(raw)
+        except (ValueError, TypeError, OverflowError):
+            return default
+        return value if value in options else default
+
+    def params(self, *, complete: bool = False) -> dict[str, str]:
+        """URL parameters of this view: the settings and the view values that differ from
+        their defaults (``complete``: every view value drawn, defaults included)."""
+        out = S.to_params(self.settings, self.ds.fingerprint)
+        if complete:
+            out.update(self.defaults)
+        out.update(self.view)
+        return out
+
+    def link_params(self, path: str) -> dict[str, str]:
+        """URL parameters of a link to page ``path``: these settings and that page's last
+        view in this session (so the link opens it as the viewer left it)."""
+        if path == self.spec.path:
+            return self.params()
+        spec = next(p for p in PAGES if p.path == path)
+        return {**S.to_params(self.settings, self.ds.fingerprint),
+                **st.session_state.get(f"ws_view/{spec.name}", {})}
+
+    def link(self) -> str:
+        """The absolute URL of this view as drawn so far (view defaults included)."""
+        return url.view_url(self.spec.path, self.params(complete=True), PAGE_PATHS)
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else format_number(value)
+
+
+def current() -> Frame:
+    """The frame of this run (opened by app.py before the page script runs)."""
+    return st.session_state[FRAME_KEY]
+
+
+def open_frame(nav) -> Frame:
+    """Work out settings and data, draw the sidebar; stop with a message when a link asks
+    for data this session cannot show."""
+    ss = st.session_state
+    spec = next(p for p in PAGES if p.path == nav.url_path) if nav.url_path else PAGES[0]
+    st.set_page_config(page_title=f"{spec.title if spec.path else 'Weightscope'} · Weightscope",
+                       page_icon="🧥", layout="wide")
+    # Drawn at once with the links of the last run, redrawn on close only if they changed:
+    # a rerun then never shows an empty navigation while the settings are worked out.
+    nav_box = st.sidebar.empty()
+    _draw_nav(nav_box, ss.get(NAV_KEY, {}))
+    params = url.current()
+    browser = url.from_browser(spec.path, params)
+    settings = ss.get(SETTINGS_KEY, S.DEFAULT)
+    uploaded = take_upload(settings)
+    notices: list[str] = []
+    if uploaded is not None:
+        settings, browser = uploaded, False
+        sidebar.seed(settings, force=True)
+    elif browser and S.has_settings(params):
+        # A deep link, Back or Forward, or an edited address: the URL wins over the session.
+        settings, notices = S.from_params(params, S.DEFAULT)
+        sidebar.seed(settings, force=True)
+    else:
+        sidebar.seed(settings, force=False)
+    view_key = f"ws_view/{spec.name}"
+    # A link's view values stay as they are until the page draws their controls (it may
+    # stop before, on a diverged run say); the session's are its last choices.
+    view = {k: params[k] for k in spec.views if k in params} if browser \
+        else dict(ss.get(view_key, {}))
+    for notice in notices:
+        st.warning(md(notice), icon=":material/warning:")
+
+    choices = available_datasets()
+    if settings.dataset not in choices:
+        if settings.dataset == "upload":
+            st.title(spec.title if spec.path else "Weightscope")
+            st.warning(
+                "This link shows data that was uploaded in another browser session; uploads "
+                "stay private to the session that made them. Upload the same files here to "
+                "see this view.", icon=":material/lock:")
+            upload_ui()
+            upload_messages()
+            st.stop()
+        if browser and "ds" in params:
+            st.warning(
+                f"This link asks for {md(S.DATASETS.get(settings.dataset, settings.dataset))}, "
+                "which is not available on this server; showing the bundled digits instead. "
+                "Install it with `apt-get install dataset-fashion-mnist` (see the README).",
+                icon=":material/warning:")
+        settings = settings.replace(dataset=next(iter(choices)))
+        ss[sidebar.widget_key("dataset")] = settings.dataset
+    ds = dataset(settings.dataset)
+    if browser and "data" in params and params["data"] != ds.fingerprint[:8] \
+            and not ss.get("ws_accept_data"):
+        st.title(spec.title if spec.path else "Weightscope")
+        st.error(
+            f"This link was made on data with fingerprint `{md(params['data'][:40])}`, but "
+            f"{md(choices[settings.dataset])} here has fingerprint `{ds.fingerprint[:8]}`: "
+            "its numbers would not match what the link shows. Get the same data, or "
+            "continue with the data available here.")
+        if st.button("Continue with the data here"):
+            ss["ws_accept_data"] = True
+            st.rerun()
+        st.stop()
+    settings, ds = sidebar.draw(settings, choices)
+    ss[SETTINGS_KEY] = settings
+    link_box = st.sidebar.expander("Copy link to this view", icon=":material/link:").empty()
+    frame = Frame(spec=spec, ds=ds, settings=settings, from_browser=browser, url_params=params,
+                  nav_box=nav_box, link_box=link_box, view=view)
+    ss[FRAME_KEY] = frame
+    if ds.is_fallback or ds.name == "digits":
+        st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {md(ds.source)}",
+                icon=":material/info:")
+    return frame
+
+
+def close_frame(frame: Frame) -> None:
+    """After the page (also when it stopped early): write the URL once, fill the copy-link
+    box, and refresh the page links when the settings or a view changed."""
+    ss = st.session_state
+    spec = frame.spec
+    ss[f"ws_view/{spec.name}"] = dict(frame.view)
+    url.write(spec.path, frame.params())
+    with frame.link_box.container():
+        st.caption("Link to this view (settings, step, class, example); the copy icon "
+                   "puts it on the clipboard.")
+        st.code(frame.link(), language=None, wrap_lines=True)
+    links = {p.path: frame.link_params(p.path) for p in PAGES}
+    if links != ss.get(NAV_KEY):
+        ss[NAV_KEY] = links
+        _draw_nav(frame.nav_box, links)
+
+
+def _draw_nav(box, links: dict[str, dict[str, str]]) -> None:
+    """Links to every page, each carrying the current settings and that page's last view
+    (``links``, by page path; pages missing there link without parameters)."""
+    with box.container():
+        for p in PAGES:
+            st.page_link(page_object(p.path), label=p.title, icon=p.icon,
+                         query_params=links.get(p.path))
+        st.divider()

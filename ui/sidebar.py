@@ -1,0 +1,121 @@
+"""The shared sidebar: one widget per row of :data:`core.config.SETTINGS`, drawn by the
+frame (app.py) once for every page.
+
+Each widget keeps its value in ``st.session_state["ws_w_<name>"]``. The frame seeds those
+keys from a link before the widgets are drawn (:func:`seed`); otherwise they hold what the
+viewer last chose. What the viewer typed is checked against the table and the data set;
+a value that cannot be used is reported next to its control and the last good value kept.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import settings as S
+from core.config import SETTINGS, Setting, n_train_range
+from core.data import Dataset
+from ui.resources import dataset
+
+
+def widget_key(name: str) -> str:
+    return f"ws_w_{name}"
+
+
+def _widget_value(setting: Setting, value):
+    """``value`` as its widget holds it: text for a text box, float or int for a number."""
+    if setting.widget == "text":
+        return setting.format(value)
+    if setting.widget == "number":
+        return int(value) if setting.kind == "int" else float(value)
+    return value
+
+
+def seed(settings: S.Settings, force: bool) -> None:
+    """Put ``settings`` into the widgets' state: every one (``force``, a link was opened)
+    or those that have none (first run, or a run that stopped before the sidebar)."""
+    for s in SETTINGS:
+        key = widget_key(s.name)
+        if force or key not in st.session_state:
+            st.session_state[key] = _widget_value(s, getattr(settings, s.name))
+
+
+def draw(settings: S.Settings, choices: dict[str, str]) -> tuple[S.Settings, Dataset]:
+    """Draw the settings; return the valid ones and their data set (invalid input keeps
+    ``settings``' value, with a message beside the control). ``choices`` are the data sets
+    on offer, name -> label."""
+    sb = st.sidebar
+    sb.header("Training settings")
+    ss = st.session_state
+    values: dict = {}
+    ds: Dataset | None = None
+    for s in SETTINGS:
+        key = widget_key(s.name)
+        lbfgs = values.get("optimizer") == "lbfgs"
+        if s.name == "dataset":
+            if ss.get(key) not in choices:
+                ss[key] = settings.dataset if settings.dataset in choices else next(iter(choices))
+            values[s.name] = sb.selectbox(s.label, list(choices), format_func=choices.get, key=key,
+                                          help=s.help or None)
+            ds = dataset(values[s.name])
+        elif s.widget == "radio":
+            values[s.name] = sb.radio(s.label, list(s.choices), key=key, horizontal=True,
+                                      format_func=s.choices.get, help=s.help or None)
+        elif s.widget == "text":
+            text = sb.text_input(s.label, key=key, disabled=lbfgs and s.name == "learning_rate",
+                                 help="Does not apply to L-BFGS, which chooses its own steps."
+                                 if lbfgs else s.help or None)
+            try:
+                values[s.name] = s.parse(text)
+            except ValueError as exc:
+                sb.error(f"{s.label} {text!r} is {exc}: type \"auto\" or a number such as 0.01; "
+                         f"keeping {s.format(getattr(settings, s.name))}.")
+                values[s.name] = getattr(settings, s.name)
+        else:
+            values[s.name] = _number(s, key, settings, values, ds)
+        if s.name == "l1" and lbfgs and values["l1"] > 0:
+            sb.error("L1 needs gradient descent's proximal step; L-BFGS handles L2 only. "
+                     "Training without L1 (set it to 0, or choose gradient descent).")
+            values["l1"] = 0.0
+    return S.Settings(**values), ds
+
+
+def _number(s: Setting, key: str, settings: S.Settings, values: dict, ds: Dataset):
+    """A number input for ``s``, with the limits that depend on the data set (training-set
+    size) or on the server (the work cap on steps x images)."""
+    sb = st.sidebar
+    ss = st.session_state
+    label, help_ = s.label, s.help or None
+    if s.name == "n_train":
+        low, high = n_train_range(ds)
+        asked = ss.get(key, settings.n_train)
+        if not low <= asked <= high:
+            # Out of range for this data set (typed, linked, or left from other data): the
+            # widget is set to the nearest valid size before it is drawn, and says so.
+            clamped = int(min(max(asked, low), high))
+            ss[key] = clamped
+            sb.error(f"Training images must be between {low} (one per class) and "
+                     f"{high:,} for this data set; {asked:,} was changed to {clamped:,}.")
+        help_ = (f"Stratified sample of the {high:,} training images outside the validation "
+                 "hold-out.")
+    if s.name == "iterations" and values.get("optimizer") == "lbfgs":
+        label = "Iterations (at most)"
+    integer = s.kind == "int"
+    kwargs = dict(min_value=int(s.low) if integer else float(s.low), step=s.step, key=key,
+                  help=help_)
+    if integer and s.high < 2**31 and s.name != "n_train":
+        kwargs["max_value"] = int(s.high)
+    if not integer:
+        kwargs.update(format="%g", step=float(s.step))
+    value = sb.number_input(label, **kwargs)
+    value = int(value) if integer else float(value)
+    if s.name == "iterations":
+        cap = S.max_work()
+        n = values["n_train"]
+        if value * n > cap:
+            kept = settings.iterations if settings.iterations * n <= cap else max(1, cap // n)
+            sb.error(
+                f"{value:,} steps x {n:,} images is over this server's cap of {cap:,} "
+                f"image-steps per run (set WEIGHTSCOPE_MAX_WORK to change it); keeping "
+                f"{kept:,} steps.")
+            value = kept
+    return value

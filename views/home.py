@@ -1,0 +1,79 @@
+"""Weightscope home: what the app shows, where the data came from, presets, the current run."""
+
+import streamlit as st
+
+from core import settings as S
+from ui import cached, draw, frame, resources, uploads
+
+page = frame.current()
+ds = page.ds
+
+st.title("Weightscope")
+st.markdown(
+    "Why do the weight images of a logistic regression trained on Fashion-MNIST look like "
+    "clothes after one gradient step and like noise after many? Each page shows one step of "
+    "the answer with live numbers:\n"
+    "1. **First step**: from zero weights, one step adds every image of a class and subtracts "
+    "the others, so each weight image is an exact contrast of class-mean images.\n"
+    "2. **Trajectory**: typical examples are soon predicted well and stop pulling; later "
+    "updates come from hard, atypical examples, and the images get harder to read.\n"
+    "3. **Overfitting**: the noise is overfitting; L2, L1 and early stopping remove it.\n"
+    "4. **Hardest examples**: the examples that still carry loss, and what each pulls on."
+)
+
+cols = st.columns(4)
+for col, spec in zip(cols, frame.PAGES[1:]):
+    # The current settings travel along, so the page opens on the same run.
+    col.page_link(frame.page_object(spec.path), label=spec.title, icon=spec.icon,
+                  query_params=page.link_params(spec.path))
+
+st.subheader("Presets")
+st.caption("Each preset is a link: open it, bookmark it, or send it to a colleague.")
+offered = resources.available_datasets()
+for preset in S.PRESETS:
+    if preset.settings.dataset not in offered:
+        continue
+    left, right = st.columns([1, 2])
+    left.page_link(frame.page_object(preset.page), label=f"**{preset.title}**",
+                   icon=":material/play_arrow:",
+                   query_params=S.to_params(preset.settings, ds.fingerprint))
+    right.markdown(preset.blurb)
+
+st.subheader("The current run")
+run = page.run(label="the current settings")
+final = run.iterations_done
+test_acc = run.snapshot_history["test_acc"][-1]
+numbers = st.grid(4, min_column_width=150)  # wraps to fewer a row on a narrow window
+numbers.metric("Test accuracy", f"{test_acc:.3f}", help="Official test split, final weights.")
+numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}")
+numbers.metric("L-BFGS iterations" if run.config.optimizer == "lbfgs" else "Gradient steps",
+               f"{final:,}")
+numbers.metric("Training time", f"{run.seconds:.1f} s")
+scale = draw.pick_scale(ds.image_shape)
+st.markdown(f"**Weight images after step 1 and after step {final:,}**")
+draw.weight_rows([("step 1", run.weights(1)), (f"step {final:,}", run.weights(final))],
+                  ds.class_names, scale=scale, file_name=f"weights-step-1-and-{final}.png")
+draw.download("One-page summary (HTML)", cached.summary_maker(run, ds, page.link()),
+               "weightscope-summary.html", "text/html")
+if run.config.optimizer == "lbfgs":
+    st.caption(f"L-BFGS (scikit-learn's settings, float64) chooses its own steps. "
+               f"{run.stop_reason} Smoothness L = {run.smoothness:.4g}.")
+else:
+    st.caption(
+        f"Learning rate {run.learning_rate:.4g} "
+        f"({'auto = 1/L' if run.config.learning_rate == 'auto' else 'fixed'}); smoothness "
+        f"L = {run.smoothness:.4g}, stability limit 2/L = {run.stability_limit:.4g}."
+    )
+
+st.subheader("Your own data")
+uploads.upload_messages()
+uploads.upload_ui()
+
+st.subheader("Data")
+st.markdown(
+    f"{draw.md(ds.source)}  \n"
+    f"{len(ds.y_train):,} training images (of which "
+    f"{len(run.val_indices):,} are held out for validation and never trained on), "
+    f"{len(ds.y_test):,} test images of {ds.image_shape[0]} x {ds.image_shape[1]} pixels, "
+    f"{ds.n_classes} classes. Fingerprint `{ds.fingerprint}`."
+)
