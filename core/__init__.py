@@ -1,5 +1,5 @@
-"""Weightscope's computing core: data, trainer, metrics, pictures, charts.
+"""Weightscope's computing core: data, settings, trainer, runs, analysis, pictures, charts.
 
-Only :mod:`core.state` imports Streamlit; everything else is plain Python
-that the tests and the benchmark use directly.
+Nothing here imports Streamlit (the app's Streamlit code is the ``ui`` package): the
+tests, the benchmark and scripts use these modules directly.
 """

@@ -109,21 +109,27 @@ PRESETS = (
 )
 
 
-def to_params(settings: Settings, fingerprint: str) -> dict[str, str]:
-    """URL parameters for ``settings`` on data ``fingerprint`` (version first)."""
+def to_params(settings: Settings, fingerprint: str, prefix: str = "") -> dict[str, str]:
+    """URL parameters for ``settings`` on data ``fingerprint`` (version first).
+
+    ``prefix`` goes before each setting's key: a view that shows two sets of settings
+    side by side keeps them apart as, say, ``a.n`` and ``b.n``.
+    """
     out = {"v": LINK_VERSION, "data": fingerprint[:8]}
     for s in SETTINGS:
-        out[s.key] = s.format(getattr(settings, s.name))
+        out[prefix + s.key] = s.format(getattr(settings, s.name))
     return out
 
 
-def has_settings(params: dict[str, str]) -> bool:
+def has_settings(params: dict[str, str], prefix: str = "") -> bool:
     """Whether a URL's parameters carry any setting (a deep link) or none."""
-    return any(s.key in params for s in SETTINGS)
+    return any(prefix + s.key in params for s in SETTINGS)
 
 
-def from_params(params: dict[str, str], base: Settings = DEFAULT) -> tuple[Settings, list[str]]:
-    """Settings read from URL parameters, and a notice for each value that was ignored.
+def from_params(params: dict[str, str], base: Settings = DEFAULT,
+                prefix: str = "") -> tuple[Settings, list[str]]:
+    """Settings read from URL parameters (keys after ``prefix``), and a notice for each
+    value that was ignored.
 
     Missing parameters keep ``base``'s value; a malformed one is ignored with a
     notice naming it, what is wrong, and the value used instead.
@@ -135,14 +141,15 @@ def from_params(params: dict[str, str], base: Settings = DEFAULT) -> tuple[Setti
             f"This link was made by another version of Weightscope (v={version}); "
             "its settings were read as far as they still apply.")
     for s in SETTINGS:
-        if s.key not in params:
+        key = prefix + s.key
+        if key not in params:
             continue
-        raw = str(params[s.key])
+        raw = str(params[key])
         try:
             values[s.name] = s.parse(raw)
         except (ValueError, TypeError, OverflowError) as exc:
             fallback = s.format(getattr(base, s.name))
-            notices.append(f"Ignored {s.key}={raw[:40]!r} in the link ({exc}); using {fallback}.")
+            notices.append(f"Ignored {key}={raw[:40]!r} in the link ({exc}); using {fallback}.")
     return base.replace(**values), notices
 
 

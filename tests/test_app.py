@@ -278,15 +278,23 @@ def test_copied_link_reproduces_the_view():
     assert [m.value for m in again.markdown] == [m.value for m in at.markdown]
 
 
-@pytest.mark.parametrize("n,message", [
-    ("5", "at least"), ("1000000", "between 10 (one per class)"),
-])
-def test_training_set_size_outside_the_data_is_refused_next_to_the_control(n, message):
+@pytest.mark.parametrize("n,clamped_to", [("5", "low"), ("1000000", "high")])
+def test_training_set_size_outside_the_data_is_refused_next_to_the_control(n, clamped_to):
+    """A size below one image per class goes up to the data set's least, one above what it
+    holds down to its most, and the message beside the control names the range and both
+    numbers."""
+    from core.config import n_train_range
+    from core.data import load_digits_dataset
+
+    low, high = n_train_range(load_digits_dataset())
     at = open_page(HOME, **{**SMALL, "n": n})
     assert not at.exception
     errors = " ".join(e.value for e in at.sidebar.error)
-    assert "Training images must be between 10 (one per class)" in errors
-    assert 10 <= int(url(at)["n"]) <= len(__import__("core.data", fromlist=["x"]).load_digits_dataset().y_train)
+    expected = low if clamped_to == "low" else high
+    assert f"Training images must be between {low} (one per class) and {high:,}" in errors
+    assert f"{int(n):,} was changed to {expected:,}" in errors
+    assert url(at)["n"] == str(expected)
+    assert at.sidebar.number_input(key="ws_w_n_train").value == expected
     assert len(at.get("image")) >= 1
 
 

@@ -591,10 +591,12 @@ def test_each_slider_notch_is_one_history_entry_and_back_restores_it(server: Ser
         assert_no_errors(page, server)
 
 
-def test_a_sidebar_change_is_one_history_entry_and_back_restores_it(server: Server, page):
+@pytest.mark.parametrize("path,view", [("/", {}), ("/Trajectory", {"t": "50"})])
+def test_a_sidebar_change_is_one_history_entry_and_back_restores_it(server: Server, page,
+                                                                    path, view):
     """Changing a setting in the sidebar adds one history entry; Back returns to the old
     setting in the address bar, the sidebar and the page's numbers; Forward redoes it."""
-    open_deep_link(page, server, "/", SETTINGS)
+    open_deep_link(page, server, path, {**SETTINGS, **view})
     sidebar = page.locator("[data-testid='stSidebar']")
     before = {"url": url_params(page.url), "seed": input_value(sidebar, "Seed"),
               "main": metric_values(page)}

@@ -9,12 +9,12 @@ import threading
 import numpy as np
 import pytest
 
-from core.data import load_digits_dataset
 import core.runs
 from core.config import TrainConfig
+from core.data import load_digits_dataset
 from core.run import FORMAT_VERSION, Run, run_from_arrays, run_to_arrays
 from core.runs import RunStore, run_key
-from core.trainer import TrainingCancelled, train
+from core.trainer import TrainingCancelled
 
 
 @pytest.fixture(scope="module")
