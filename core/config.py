@@ -99,6 +99,8 @@ class Setting:
         if not math.isfinite(value) or value < self.low or value > self.high:
             if self.kind == "int":
                 return f"outside {int(self.low):,} to {int(self.high):,}"
+            if math.isfinite(self.high):
+                return f"outside {self.low:g} to {self.high:g}"
             return f"not a number of at least {self.low:g}"
         return None
 

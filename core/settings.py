@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import BY_NAME, DEFAULTS, FOLDER_NAME, SETTINGS, TrainConfig, format_number
+from core.config import BY_NAME, DEFAULTS, FOLDER_NAME, SETTINGS, TrainConfig
 
 LINK_VERSION = "1"
 #: Bundled data sets by name, as the sidebar lists them.

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
-from core import settings as S
+from core.settings import PRESETS, to_params
 from tests import test_browser as tb
 
 OUT = Path(__file__).resolve().parent / "screenshots"
@@ -28,8 +28,8 @@ PAGES = {"Home": "/", "First_step": "/First_step", "Trajectory": "/Trajectory",
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
-    preset = next(p for p in S.PRESETS if p.title == "Reproduce the answer")
-    params = S.to_params(preset.settings, "")
+    preset = next(p for p in PRESETS if p.title == "Reproduce the answer")
+    params = to_params(preset.settings, "")
     params.pop("data")  # the server's own data set; a link without it is never refused
     tb.SHOTS = OUT
     with tempfile.TemporaryDirectory() as tmp:
@@ -38,12 +38,11 @@ def main() -> int:
                 browser = p.chromium.launch(executable_path=str(tb.CHROMIUM),
                                             args=tb.CHROMIUM_ARGS)
                 for name, path in PAGES.items():
-                    context = browser.new_context(viewport={"width": tb.WIDTH, "height": 1000})
-                    page = context.new_page()
+                    page = tb.new_page(browser)
                     page.set_default_timeout(600_000)
                     page.goto(f"{server.url}{path}?{urlencode(params)}",
                               wait_until="domcontentloaded")
-                    tb.wait_idle(page, timeout=600)
+                    tb.wait_idle(page, after=0, timeout=600)
                     errors = tb.texts(page, "[data-testid='stException'], "
                                             "[data-testid='stAlertContentError']")
                     if errors:
@@ -52,7 +51,7 @@ def main() -> int:
                         return 1
                     tb.assert_images_loaded(page)
                     print(tb.full_screenshot(page, name))
-                    context.close()
+                    page.context.close()
                 browser.close()
     return 0
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gc
 import http.client
+import json
 import re
 import socket
 import subprocess
@@ -363,6 +364,8 @@ def open_home_on_digits(browser, server):
     page.goto(f"{server.url}/?" + urlencode({"ds": "digits", "n": "200", "T": "50"}),
               wait_until="domcontentloaded")
     wait_idle(page)
+    # A widget's code loads on its first use in a browser context: wait for the uploader.
+    page.locator("[data-testid='stFileUploader']").first.wait_for(state="attached")
     return context, page
 
 
@@ -486,7 +489,7 @@ def test_many_sessions_share_one_training_and_keep_their_own_settings(fresh_serv
         thumb.focus()
         thumb.press("ArrowLeft")
         pages[0].wait_for_function(
-            f"() => new URLSearchParams(location.search).get('t') !== {before!r}",
+            f"() => new URLSearchParams(location.search).get('t') !== {json.dumps(before)}",
             timeout=30_000)
         wait_idle(pages[0])
         for i, pg in enumerate(pages):
@@ -537,7 +540,7 @@ def test_run_store_memory_after_50_distinct_configs():
     assert store.trainings == 50, "each distinct config is trained exactly once"
     assert store.memory_bytes <= budget
     # The case is built so that the budget binds: the oldest runs went, the newest stayed.
-    assert sum(sizes) > 2 * budget, "the runs must outgrow the budget for this test to mean it"
+    assert sum(sizes) > budget, "the runs must outgrow the budget for this test to mean it"
     assert len(store) < 50
     assert store.cached(ds, configs[0]) is None
     assert store.cached(ds, configs[-1]) is not None

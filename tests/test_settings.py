@@ -8,7 +8,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from core import settings as S
+from core.settings import (DEFAULT, LINK_VERSION, PRESETS, Settings, from_params, has_settings,
+                           to_params)
 from core.config import BY_NAME, SETTINGS, TrainConfig, format_number
 from ui.url import absolute_url
 
@@ -22,7 +23,7 @@ def test_every_trainer_setting_is_a_row_of_the_table_with_the_same_default():
     assert set(config_fields) - set(rows) == {"dtype", "n_val"}, "only these are not controls"
     for name, default in rows.items():
         assert config_fields[name] == default, name
-    assert S.Settings().config() == TrainConfig()
+    assert Settings().config() == TrainConfig()
     assert len({s.key for s in SETTINGS}) == len(SETTINGS), "URL keys are distinct"
 
 
@@ -67,60 +68,60 @@ def test_folder_names_and_uploads_are_data_sets_but_paths_are_not():
 
 
 @pytest.mark.parametrize("settings", [
-    S.DEFAULT,
-    S.Settings(dataset="digits", model="ovr", n_train=250, iterations=40, learning_rate=0.05,
+    DEFAULT,
+    Settings(dataset="digits", model="ovr", n_train=250, iterations=40, learning_rate=0.05,
                l2=0.001, l1=1e-5, seed=3),
-    S.Settings(optimizer="lbfgs", learning_rate=0.1 + 0.2, l2=1 / 3, iterations=300),
-    S.Settings(dataset="folder:letters", n_train=123_456, seed=2**31 - 1),
-] + [p.settings for p in S.PRESETS])
+    Settings(optimizer="lbfgs", learning_rate=0.1 + 0.2, l2=1 / 3, iterations=300),
+    Settings(dataset="folder:letters", n_train=123_456, seed=2**31 - 1),
+] + [p.settings for p in PRESETS])
 def test_settings_survive_a_round_trip_through_the_url(settings):
-    params = S.to_params(settings, "abcdef0123456789")
-    assert params["v"] == S.LINK_VERSION and params["data"] == "abcdef01"
+    params = to_params(settings, "abcdef0123456789")
+    assert params["v"] == LINK_VERSION and params["data"] == "abcdef01"
     assert set(params) == {"v", "data"} | {s.key for s in SETTINGS}
-    back, notices = S.from_params(params)
+    back, notices = from_params(params)
     assert notices == []
     assert back == settings
-    assert S.to_params(back, "abcdef0123456789") == params
+    assert to_params(back, "abcdef0123456789") == params
 
 
 def test_a_link_keeps_what_it_does_not_mention_and_reports_what_it_ignores():
-    base = S.Settings(n_train=500, seed=7)
-    got, notices = S.from_params({"T": "20", "lr": "fast", "v": "0"}, base)
+    base = Settings(n_train=500, seed=7)
+    got, notices = from_params({"T": "20", "lr": "fast", "v": "0"}, base)
     assert got == base.replace(iterations=20)
     assert len(notices) == 2
     assert "another version of Weightscope (v=0)" in notices[0]
     assert notices[1] == "Ignored lr='fast' in the link (not \"auto\" or a number); using auto."
-    assert not S.has_settings({"t": "5", "v": "1"}) and S.has_settings({"seed": "1"})
+    assert not has_settings({"t": "5", "v": "1"}) and has_settings({"seed": "1"})
 
 
 def test_two_sets_of_settings_share_one_url_under_prefixes():
     """A side-by-side view keeps two full sets of settings in one address."""
-    left = S.Settings(n_train=1000)
-    right = S.Settings(n_train=50_000, iterations=2000, l2=0.01)
-    params = {**S.to_params(left, "ff468147", prefix="a."),
-              **S.to_params(right, "ff468147", prefix="b.")}
+    left = Settings(n_train=1000)
+    right = Settings(n_train=50_000, iterations=2000, l2=0.01)
+    params = {**to_params(left, "ff468147", prefix="a."),
+              **to_params(right, "ff468147", prefix="b.")}
     assert params["a.n"] == "1000" and params["b.n"] == "50000"
-    assert S.from_params(params, prefix="a.") == (left, [])
-    assert S.from_params(params, prefix="b.") == (right, [])
-    assert not S.has_settings(params) and S.has_settings(params, prefix="b.")
-    _, notices = S.from_params({**params, "b.T": "soon"}, prefix="b.")
+    assert from_params(params, prefix="a.") == (left, [])
+    assert from_params(params, prefix="b.") == (right, [])
+    assert not has_settings(params) and has_settings(params, prefix="b.")
+    _, notices = from_params({**params, "b.T": "soon"}, prefix="b.")
     assert notices == ["Ignored b.T='soon' in the link (not a number); using 3000."]
 
 
 def test_settings_are_immutable_and_refuse_unknown_names():
-    s = S.Settings(seed=1)
+    s = Settings(seed=1)
     with pytest.raises(AttributeError):
         s.seed = 2
     with pytest.raises(TypeError, match="unknown settings: speed"):
-        S.Settings(speed=3)
+        Settings(speed=3)
     assert s.replace(seed=2).seed == 2 and s.seed == 1
-    assert hash(s) == hash(S.Settings(seed=1)) and s != S.Settings(seed=2)
+    assert hash(s) == hash(Settings(seed=1)) and s != Settings(seed=2)
 
 
 def test_lbfgs_settings_give_float64_and_ignore_the_learning_rate():
-    a = S.Settings(optimizer="lbfgs", learning_rate=0.3).config()
-    assert a == S.Settings(optimizer="lbfgs").config() and a.dtype == "float64"
-    assert S.Settings(learning_rate=0.3).config().learning_rate == 0.3
+    a = Settings(optimizer="lbfgs", learning_rate=0.3).config()
+    assert a == Settings(optimizer="lbfgs").config() and a.dtype == "float64"
+    assert Settings(learning_rate=0.3).config().learning_rate == 0.3
 
 
 @pytest.mark.parametrize("value,text", [
@@ -152,3 +153,13 @@ def test_a_copied_link_keeps_the_servers_base_path(here, page, expected):
 def test_a_copied_link_encodes_what_a_url_cannot_hold():
     link = absolute_url("http://h/", "Hardest_examples", {"ds": "folder:a b&c", "x": "é"}, PATHS)
     assert dict(parse_qsl(urlsplit(link).query)) == {"ds": "folder:a b&c", "x": "é"}
+
+
+def test_a_bounded_float_names_its_range():
+    from core.config import Setting
+
+    share = Setting("momentum", "mom", "float", 0.0, "Momentum", high=0.99)
+    assert share.parse("0.5") == 0.5
+    with pytest.raises(ValueError, match="outside 0 to 0.99"):
+        share.parse("2")
+    assert share.problem(2.0) == "Momentum is outside 0 to 0.99."

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import streamlit as st
 
-from core import settings as S
+from core.settings import DATASETS, Settings, from_params, has_settings, to_params
 from core.config import TrainConfig, format_number
 from core.data import Dataset
 from core.run import Run
@@ -86,7 +86,7 @@ class Frame:
 
     spec: PageSpec
     ds: Dataset
-    settings: S.Settings
+    settings: Settings
     from_browser: bool  # this run's URL came from the browser (link, Back, edited address)
     url_params: dict[str, str]
     nav_box: Any
@@ -165,7 +165,7 @@ class Frame:
     def params(self, *, complete: bool = False) -> dict[str, str]:
         """URL parameters of this view: the settings and the view values that differ from
         their defaults (``complete``: every view value drawn, defaults included)."""
-        out = S.to_params(self.settings, self.ds.fingerprint)
+        out = to_params(self.settings, self.ds.fingerprint)
         if complete:
             out.update(self.defaults)
         out.update(self.view)
@@ -177,7 +177,7 @@ class Frame:
         if path == self.spec.path:
             return self.params()
         spec = next(p for p in PAGES if p.path == path)
-        return {**S.to_params(self.settings, self.ds.fingerprint),
+        return {**to_params(self.settings, self.ds.fingerprint),
                 **st.session_state.get(f"ws_view/{spec.name}", {})}
 
     def link(self) -> str:
@@ -207,15 +207,15 @@ def open_frame(nav) -> Frame:
     _draw_nav(nav_box, ss.get(NAV_KEY, {}))
     params = url.current()
     browser = url.from_browser(spec.path, params)
-    settings = ss.get(SETTINGS_KEY, S.DEFAULT)
+    settings = ss.get(SETTINGS_KEY, Settings())
     uploaded = take_upload(settings)
     notices: list[str] = []
     if uploaded is not None:
         settings, browser = uploaded, False
         sidebar.seed(settings, force=True)
-    elif browser and S.has_settings(params):
+    elif browser and has_settings(params):
         # A deep link, Back or Forward, or an edited address: the URL wins over the session.
-        settings, notices = S.from_params(params, S.DEFAULT)
+        settings, notices = from_params(params, Settings())
         sidebar.seed(settings, force=True)
     else:
         sidebar.seed(settings, force=False)
@@ -240,7 +240,7 @@ def open_frame(nav) -> Frame:
             st.stop()
         if browser and "ds" in params:
             st.warning(
-                f"This link asks for {md(S.DATASETS.get(settings.dataset, settings.dataset))}, "
+                f"This link asks for {md(DATASETS.get(settings.dataset, settings.dataset))}, "
                 "which is not available on this server; showing the bundled digits instead. "
                 "Install it with `apt-get install dataset-fashion-mnist` (see the README).",
                 icon=":material/warning:")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import settings as S
+from core.settings import DATASETS, operator_folders
 from core.data import Dataset, load_dataset, user_cache_dir
 from core.runs import RunStore
 
@@ -35,7 +35,7 @@ def dataset(name: str) -> Dataset:
         if upload is None:
             raise KeyError("This session has no uploaded data.")
         return upload.dataset
-    folders = S.operator_folders()
+    folders = operator_folders()
     if name in folders:
         return _folder(name, folders[name]).dataset
     return _bundled(name)
@@ -45,10 +45,10 @@ def available_datasets() -> dict[str, str]:
     """Selectable data sets by name, with the label shown: Fashion-MNIST only where it was
     really found, the operator's folders that load, and this session's upload."""
     fashion = dataset("fashion-mnist")
-    out = dict(S.DATASETS)
+    out = dict(DATASETS)
     if fashion.is_fallback:
         out.pop("fashion-mnist")
-    for name, path in S.operator_folders().items():
+    for name, path in operator_folders().items():
         try:
             _folder(name, path)
         except (OSError, ValueError):

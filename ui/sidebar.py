@@ -9,9 +9,11 @@ a value that cannot be used is reported next to its control and the last good va
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
-from core import settings as S
+from core.settings import Settings, max_work
 from core.config import SETTINGS, Setting, n_train_range
 from core.data import Dataset
 from ui.resources import dataset
@@ -30,7 +32,7 @@ def _widget_value(setting: Setting, value):
     return value
 
 
-def seed(settings: S.Settings, force: bool) -> None:
+def seed(settings: Settings, force: bool) -> None:
     """Put ``settings`` into the widgets' state: every one (``force``, a link was opened)
     or those that have none (first run, or a run that stopped before the sidebar)."""
     for s in SETTINGS:
@@ -39,7 +41,7 @@ def seed(settings: S.Settings, force: bool) -> None:
             st.session_state[key] = _widget_value(s, getattr(settings, s.name))
 
 
-def draw(settings: S.Settings, choices: dict[str, str]) -> tuple[S.Settings, Dataset]:
+def draw(settings: Settings, choices: dict[str, str]) -> tuple[Settings, Dataset]:
     """Draw the settings; return the valid ones and their data set (invalid input keeps
     ``settings``' value, with a message beside the control). ``choices`` are the data sets
     on offer, name -> label."""
@@ -76,10 +78,10 @@ def draw(settings: S.Settings, choices: dict[str, str]) -> tuple[S.Settings, Dat
             sb.error("L1 needs gradient descent's proximal step; L-BFGS handles L2 only. "
                      "Training without L1 (set it to 0, or choose gradient descent).")
             values["l1"] = 0.0
-    return S.Settings(**values), ds
+    return Settings(**values), ds
 
 
-def _number(s: Setting, key: str, settings: S.Settings, values: dict, ds: Dataset):
+def _number(s: Setting, key: str, settings: Settings, values: dict, ds: Dataset):
     """A number input for ``s``, with the limits that depend on the data set (training-set
     size) or on the server (the work cap on steps x images)."""
     sb = st.sidebar
@@ -106,10 +108,12 @@ def _number(s: Setting, key: str, settings: S.Settings, values: dict, ds: Datase
         kwargs["max_value"] = int(s.high)
     if not integer:
         kwargs.update(format="%g", step=float(s.step))
+        if math.isfinite(s.high):
+            kwargs["max_value"] = float(s.high)
     value = sb.number_input(label, **kwargs)
     value = int(value) if integer else float(value)
     if s.name == "iterations":
-        cap = S.max_work()
+        cap = max_work()
         n = values["n_train"]
         if value * n > cap:
             kept = settings.iterations if settings.iterations * n <= cap else max(1, cap // n)

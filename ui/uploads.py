@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import settings as S
+from core.settings import Settings
 from core import uploads
 from core.config import n_train_range
 from ui.draw import md
@@ -32,7 +32,7 @@ def upload_ui() -> None:
                      type=["npz", "zip", "gz", "idx", "ubyte", "idx1-ubyte", "idx3-ubyte"])
 
 
-def take_upload(settings: S.Settings) -> S.Settings | None:
+def take_upload(settings: Settings) -> Settings | None:
     """Turn newly uploaded files into this session's data set; return the settings that
     show it (None when there is nothing new, or the upload was refused).
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import settings as S
+from core.settings import PRESETS, to_params
 from ui import cached, draw, frame, resources, uploads
 
 page = frame.current()
@@ -30,13 +30,13 @@ for col, spec in zip(cols, frame.PAGES[1:]):
 st.subheader("Presets")
 st.caption("Each preset is a link: open it, bookmark it, or send it to a colleague.")
 offered = resources.available_datasets()
-for preset in S.PRESETS:
+for preset in PRESETS:
     if preset.settings.dataset not in offered:
         continue
     left, right = st.columns([1, 2])
     left.page_link(frame.page_object(preset.page), label=f"**{preset.title}**",
                    icon=":material/play_arrow:",
-                   query_params=S.to_params(preset.settings, ds.fingerprint))
+                   query_params=to_params(preset.settings, ds.fingerprint))
     right.markdown(preset.blurb)
 
 st.subheader("The current run")
