@@ -7,17 +7,12 @@ folder named ``pages/`` would switch Streamlit into its old multipage mode, wher
 link on a fresh server runs the page file without this frame.
 """
 
-from streamlit.runtime.scriptrunner_utils.exceptions import StopException
-
 from ui import frame
 
 nav = frame.navigation()
 current = frame.open_frame(nav)
 try:
     nav.run()
-except StopException:
-    # The page stopped early (a run that cannot be had, a diverged run): its view so far
-    # still goes to the URL. A rerun (st.rerun) or an error writes nothing.
-    frame.close_frame(current)
-    raise
+except frame.PageStopped:
+    pass  # the page ended early (no run to show); its view so far still goes to the URL
 frame.close_frame(current)

@@ -238,7 +238,8 @@ def lbfgs_sweep(ds, n: int, T: int) -> dict:
 def page_times(presets, reps: int) -> list[dict]:
     """First render of every page per preset (training included) and a cached rerun."""
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import app_test
 
     os.environ["WEIGHTSCOPE_RUN_CACHE"] = "off"
     pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "views").glob("*.py"))
@@ -247,15 +248,8 @@ def page_times(presets, reps: int) -> list[dict]:
         st.cache_data.clear()
         st.cache_resource.clear()
         for page in pages:
-            # Entry script app.py (the frame). AppTest finds a page by its URL path only
-            # after a first run has registered the pages: a tiny untimed run on digits.
-            at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
-            if page != "views/home.py":
-                for k, v in {"ds": "digits", "n": "20", "T": "2"}.items():
-                    at.query_params[k] = v
-                at.run()
-                at.query_params.clear()
-                at.switch_page(page)
+            # As a deep link opens it (after an untimed tiny run that registers the pages).
+            at = app_test(page, timeout=900)
             for k, v in params.items():
                 at.query_params[k] = v
             t0 = time.perf_counter()

@@ -49,6 +49,7 @@ class Setting:
     low: float = 0
     high: float = math.inf
     step: float = 1
+    hint: str = ""  # what to type, for a message about a value that is not one
 
     def parse(self, text: str) -> Any:
         """The value written as ``text`` (a URL value, a typed entry); ValueError with
@@ -140,15 +141,14 @@ SETTINGS: tuple[Setting, ...] = (
             help="Stratified sample of the training images outside the validation hold-out."),
     Setting("iterations", "T", "int", 3000, "Gradient steps", low=1, high=100_000, step=1000),
     Setting("learning_rate", "lr", "rate", "auto", "Learning rate", widget="text",
-            help='"auto" = 1/L, the largest step that never increases the loss.'),
+            help='"auto" = 1/L, the largest step that never increases the loss.',
+            hint='type "auto" or a number such as 0.01'),
     Setting("l2", "l2", "float", 0.0, "L2 penalty", step=0.001),
     Setting("l1", "l1", "float", 0.0, "L1 penalty", step=0.0001),
     Setting("seed", "seed", "int", 0, "Seed", low=0, high=2**31 - 1),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
-MODELS = tuple(BY_NAME["model"].choices)
-OPTIMIZERS = tuple(BY_NAME["optimizer"].choices)
 
 
 @dataclass(frozen=True)

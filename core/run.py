@@ -139,9 +139,7 @@ class Run:
 
     def nearest_snapshot(self, t: int) -> int:
         """The stored snapshot iteration closest to ``t`` on a log scale (``log(1 + t)``)."""
-        its = self.snapshot_iterations
-        key = np.abs(np.log1p(its) - math.log1p(max(t, 0)))
-        return int(its[int(np.argmin(key))])
+        return nearest_iteration(t, self.snapshot_iterations)
 
     def weights(self, t: int) -> np.ndarray:
         """Weight images (K, H, W) at snapshot iteration ``t``."""
@@ -267,3 +265,11 @@ def run_from_arrays(arrays: dict[str, np.ndarray], ds: Dataset, cfg: TrainConfig
                  for split in ("train", "val")},
         **{name: arrays[name] for name in _ARRAYS},
     )
+
+
+def nearest_iteration(t: int, iterations) -> int:
+    """The iteration of ``iterations`` (non-empty) closest to ``t`` on a log scale
+    (``log(1 + t)``): 90 is nearer 100 than 50, as on the log axes of the charts."""
+    its = np.asarray(iterations)
+    key = np.abs(np.log1p(np.maximum(its, 0)) - math.log1p(max(t, 0)))
+    return int(its[int(np.argmin(key))])

@@ -16,12 +16,12 @@ from typing import Any
 from core.config import BY_NAME, DEFAULTS, FOLDER_NAME, SETTINGS, TrainConfig
 
 LINK_VERSION = "1"
-#: Bundled data sets by name, as the sidebar lists them.
-DATASETS = {"fashion-mnist": "Fashion-MNIST", "digits": "Digits (8 x 8, bundled)"}
+#: Bundled data sets by name, as the sidebar lists them (the table's fixed choices but the
+#: session's own upload).
+DATASETS = {k: v for k, v in BY_NAME["dataset"].choices.items() if k != "upload"}
 #: Default cap on iterations x training images per run: about two to three
 #: minutes of full-data training on the reference machine. WEIGHTSCOPE_MAX_WORK overrides.
 DEFAULT_MAX_WORK = 200_000_000
-MAX_ITERATIONS = int(BY_NAME["iterations"].high)
 
 
 class Settings:
@@ -53,9 +53,6 @@ class Settings:
 
     def __repr__(self) -> str:
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self._values.items()) + ")"
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
 
     def replace(self, **changes: Any) -> "Settings":
         return Settings(**{**self._values, **changes})

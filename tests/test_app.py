@@ -36,14 +36,13 @@ def fresh_streamlit(monkeypatch, tmp_path):
     st.cache_resource.clear()
 
 
-def app_test(path: str) -> AppTest:
+def app_test(path: str, timeout: float = 120) -> AppTest:
     """An AppTest of the app (app.py, the frame) whose next run shows page ``path``.
 
     AppTest finds a page with its own URL path only after a first run has registered the
-    pages (st.navigation): that run is home, with no parameters, so it trains nothing
-    that a test did not ask for... except the default run, which is why the first run
-    here sets a tiny digits run."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    pages (st.navigation). That first run shows home, which trains its run: TINY makes it
+    the smallest there is, and its parameters are cleared before the page's run."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
     if path != HOME:
         for k, v in TINY.items():
             at.query_params[k] = v
@@ -211,6 +210,23 @@ def test_diverging_learning_rate_shows_where_and_suggests_auto():
     message = " ".join(e.value for e in at.error)
     assert "Diverged at iteration 3" in message and "auto" in message
     assert len(at.get("image")) >= 3
+
+
+def test_a_page_stopped_by_a_diverged_run_still_writes_its_link_and_can_be_left():
+    """A link whose learning rate diverges at once stops the page; the address bar and the
+    copy-link box still show the view, and typing "auto" trains the good run (the link's
+    rate used to be read back from the unwritten address on every change)."""
+    at = open_page("views/trajectory.py", **SMALL, lr=5000, t=20)
+    assert not at.exception
+    assert any("Diverged at iteration 1" in e.value for e in at.error)
+    assert url(at)["lr"] == "5000" and url(at)["t"] == "20"
+    assert "lr=5000" in next(c.value for c in at.sidebar.code)
+    at.sidebar.text_input(key="ws_w_learning_rate").set_value("auto").run()
+    assert_clean(at)
+    assert url(at)["lr"] == "auto" and url(at)["t"] == "20"
+    assert at.sidebar.text_input(key="ws_w_learning_rate").value == "auto"
+    assert at.select_slider[0].value == 20
+    assert len(at.get("image")) >= 5
 
 
 def test_learning_rate_that_explodes_at_once_stops_the_page_with_the_reason():

@@ -70,7 +70,7 @@ def test_folder_names_and_uploads_are_data_sets_but_paths_are_not():
 @pytest.mark.parametrize("settings", [
     DEFAULT,
     Settings(dataset="digits", model="ovr", n_train=250, iterations=40, learning_rate=0.05,
-               l2=0.001, l1=1e-5, seed=3),
+             l2=0.001, l1=1e-5, seed=3),
     Settings(optimizer="lbfgs", learning_rate=0.1 + 0.2, l2=1 / 3, iterations=300),
     Settings(dataset="folder:letters", n_train=123_456, seed=2**31 - 1),
 ] + [p.settings for p in PRESETS])

@@ -16,7 +16,8 @@ from core.runs import run_key
 from ui.draw import pick_scale
 
 
-def key(run: Run) -> str:
+def run_id(run: Run) -> str:
+    """The key that names ``run`` in the caches below: its data and config."""
     return run_key(run.fingerprint, run.config)
 
 
@@ -27,7 +28,7 @@ def _trajectory(run_id: str, _run: Run, _ds: Dataset) -> dict[str, np.ndarray]:
 
 def trajectory(run: Run, ds: Dataset) -> dict[str, np.ndarray]:
     """:func:`core.analysis.trajectory` of ``run``, computed once per run."""
-    return _trajectory(key(run), run, ds)
+    return _trajectory(run_id(run), run, ds)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -37,7 +38,7 @@ def _first_step(run_id: str, _run: Run, _ds: Dataset) -> dict[str, np.ndarray]:
 
 def first_step(run: Run, ds: Dataset) -> dict[str, np.ndarray]:
     """:func:`core.analysis.first_step` of ``run``, computed once per run."""
-    return _first_step(key(run), run, ds)
+    return _first_step(run_id(run), run, ds)
 
 
 @st.cache_data(max_entries=16, show_spinner="Drawing the animation…")
@@ -54,7 +55,7 @@ def _evolution_gif(run_id: str, _run: Run, scale: int) -> bytes:
 
 def evolution_gif(run: Run) -> bytes:
     """Animated GIF of all class images over every stored snapshot (cached per run)."""
-    return _evolution_gif(key(run), run, pick_scale(run.image_shape, 56))
+    return _evolution_gif(run_id(run), run, pick_scale(run.image_shape, 56))
 
 
 def summary_maker(run: Run, ds: Dataset, link: str):

@@ -1,7 +1,7 @@
 """Drawing helpers shared by the pages: weight images, thumbnails, charts, downloads.
 
-Functions here draw and return nothing the pages need to compute with; the numbers come
-from :mod:`core` and :mod:`ui.cached`.
+Functions here draw; they compute nothing a page needs beyond the colour scale they chose
+(the numbers come from :mod:`core` and :mod:`ui.cached`).
 """
 
 from __future__ import annotations

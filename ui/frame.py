@@ -18,11 +18,12 @@ import streamlit as st
 from core.settings import DATASETS, Settings, from_params, has_settings, to_params
 from core.config import TrainConfig, format_number
 from core.data import Dataset
-from core.run import Run
+from core.run import Run, nearest_iteration
 from ui import sidebar, url
 from ui.draw import md
 from ui.resources import available_datasets, dataset
-from ui.training import get_run, show_run_status
+# PageStopped and stop are the frame's to offer: app.py catches one, pages call the other.
+from ui.training import PageStopped, get_run, show_run_status, stop  # noqa: F401
 from ui.uploads import take_upload, upload_messages, upload_ui
 
 SETTINGS_KEY = "ws_settings"  # the last good settings of this session
@@ -43,6 +44,11 @@ class PageSpec:
         """The page's name in widget keys and file names."""
         return self.path or "Home"
 
+    @property
+    def heading(self) -> str:
+        """The page's title as its st.title shows it (home: the app's name)."""
+        return self.title if self.path else "Weightscope"
+
 
 PAGES = (
     PageSpec("views/home.py", "Home", "", ":material/home:"),
@@ -54,6 +60,7 @@ PAGES = (
     PageSpec("views/hardest_examples.py", "Hardest examples", "Hardest_examples",
              ":material/psychology_alt:", ("t", "split", "cls", "order", "ex")),
 )
+BY_PATH = {p.path: p for p in PAGES}
 PAGE_PATHS = {p.path for p in PAGES if p.path}
 
 
@@ -76,7 +83,7 @@ def _nearest(value, options: list, default):
     """The option closest to ``value`` (on a log scale for step numbers), else ``default``."""
     if isinstance(value, (int, np.integer)) and options and all(
             isinstance(c, (int, np.integer)) for c in options):
-        return min(options, key=lambda c: abs(np.log1p(max(c, 0)) - np.log1p(max(value, 0))))
+        return type(options[0])(nearest_iteration(value, options))
     return default
 
 
@@ -91,8 +98,9 @@ class Frame:
     url_params: dict[str, str]
     nav_box: Any
     link_box: Any
-    #: This page's view values that differ from their defaults, as URL text; remembered
-    #: across runs, so a control a stopped run did not draw comes back where it was.
+    #: This page's view as URL text: the values its controls chose that differ from their
+    #: defaults, and a link's values for controls not drawn yet. Remembered across runs,
+    #: so a control that a stopped run did not draw comes back where it was.
     view: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)  # of the controls drawn this run
 
@@ -172,13 +180,14 @@ class Frame:
         return out
 
     def link_params(self, path: str) -> dict[str, str]:
-        """URL parameters of a link to page ``path``: these settings and that page's last
-        view in this session (so the link opens it as the viewer left it)."""
+        """URL parameters of a link to page ``path``: these settings, and that page's last
+        view in this session when it was chosen with these settings (so the link opens the
+        page as the viewer left it, and never with a step another run does not have)."""
         if path == self.spec.path:
             return self.params()
-        spec = next(p for p in PAGES if p.path == path)
-        return {**to_params(self.settings, self.ds.fingerprint),
-                **st.session_state.get(f"ws_view/{spec.name}", {})}
+        here = to_params(self.settings, self.ds.fingerprint)
+        chosen_with, view = _remembered(BY_PATH[path])
+        return {**here, **view} if chosen_with == here else here
 
     def link(self) -> str:
         """The absolute URL of this view as drawn so far (view defaults included)."""
@@ -187,6 +196,11 @@ class Frame:
 
 def _text(value) -> str:
     return value if isinstance(value, str) else format_number(value)
+
+
+def _remembered(spec: PageSpec) -> tuple[dict[str, str], dict[str, str]]:
+    """The settings' URL parameters and the view this session last showed on ``spec``."""
+    return st.session_state.get(f"ws_view/{spec.name}", ({}, {}))
 
 
 def current() -> Frame:
@@ -198,9 +212,9 @@ def open_frame(nav) -> Frame:
     """Work out settings and data, draw the sidebar; stop with a message when a link asks
     for data this session cannot show."""
     ss = st.session_state
-    spec = next(p for p in PAGES if p.path == nav.url_path) if nav.url_path else PAGES[0]
-    st.set_page_config(page_title=f"{spec.title if spec.path else 'Weightscope'} · Weightscope",
-                       page_icon="🧥", layout="wide")
+    spec = BY_PATH.get(nav.url_path, PAGES[0])
+    st.set_page_config(page_title=f"{spec.heading} · Weightscope", page_icon="🧥",
+                       layout="wide")
     # Drawn at once with the links of the last run, redrawn on close only if they changed:
     # a rerun then never shows an empty navigation while the settings are worked out.
     nav_box = st.sidebar.empty()
@@ -210,27 +224,27 @@ def open_frame(nav) -> Frame:
     settings = ss.get(SETTINGS_KEY, Settings())
     uploaded = take_upload(settings)
     notices: list[str] = []
-    if uploaded is not None:
+    if uploaded is not None and not (browser and params.get("ds") == "upload"):
         settings, browser = uploaded, False
         sidebar.seed(settings, force=True)
     elif browser and has_settings(params):
-        # A deep link, Back or Forward, or an edited address: the URL wins over the session.
+        # A deep link, Back or Forward, or an edited address: the URL wins over the session
+        # (also when files were just uploaded to answer a link to uploaded data).
         settings, notices = from_params(params, Settings())
         sidebar.seed(settings, force=True)
     else:
         sidebar.seed(settings, force=False)
-    view_key = f"ws_view/{spec.name}"
     # A link's view values stay as they are until the page draws their controls (it may
     # stop before, on a diverged run say); the session's are its last choices.
     view = {k: params[k] for k in spec.views if k in params} if browser \
-        else dict(ss.get(view_key, {}))
+        else dict(_remembered(spec)[1])
     for notice in notices:
         st.warning(md(notice), icon=":material/warning:")
 
     choices = available_datasets()
     if settings.dataset not in choices:
         if settings.dataset == "upload":
-            st.title(spec.title if spec.path else "Weightscope")
+            st.title(spec.heading)
             st.warning(
                 "This link shows data that was uploaded in another browser session; uploads "
                 "stay private to the session that made them. Upload the same files here to "
@@ -247,16 +261,17 @@ def open_frame(nav) -> Frame:
         settings = settings.replace(dataset=next(iter(choices)))
         ss[sidebar.widget_key("dataset")] = settings.dataset
     ds = dataset(settings.dataset)
-    if browser and "data" in params and params["data"] != ds.fingerprint[:8] \
-            and not ss.get("ws_accept_data"):
-        st.title(spec.title if spec.path else "Weightscope")
+    mismatch = (params.get("data"), ds.fingerprint[:8])
+    if browser and "data" in params and mismatch[0] != mismatch[1] \
+            and ss.get("ws_accept_data") != mismatch:
+        st.title(spec.heading)
         st.error(
             f"This link was made on data with fingerprint `{md(params['data'][:40])}`, but "
             f"{md(choices[settings.dataset])} here has fingerprint `{ds.fingerprint[:8]}`: "
             "its numbers would not match what the link shows. Get the same data, or "
             "continue with the data available here.")
         if st.button("Continue with the data here"):
-            ss["ws_accept_data"] = True
+            ss["ws_accept_data"] = mismatch  # this link's data and this data, no other
             st.rerun()
         st.stop()
     settings, ds = sidebar.draw(settings, choices)
@@ -276,7 +291,8 @@ def close_frame(frame: Frame) -> None:
     box, and refresh the page links when the settings or a view changed."""
     ss = st.session_state
     spec = frame.spec
-    ss[f"ws_view/{spec.name}"] = dict(frame.view)
+    ss[f"ws_view/{spec.name}"] = (to_params(frame.settings, frame.ds.fingerprint),
+                                  dict(frame.view))
     url.write(spec.path, frame.params())
     with frame.link_box.container():
         st.caption("Link to this view (settings, step, class, example); the copy icon "

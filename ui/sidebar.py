@@ -19,8 +19,10 @@ from core.data import Dataset
 from ui.resources import dataset
 
 
-def widget_key(name: str) -> str:
-    return f"ws_w_{name}"
+def widget_key(name: str, prefix: str = "") -> str:
+    """The session-state key of setting ``name``'s widget (``prefix``: a second set of
+    settings, as a side-by-side view would draw beside the sidebar's)."""
+    return f"ws_w_{prefix}{name}"
 
 
 def _widget_value(setting: Setting, value):
@@ -32,26 +34,28 @@ def _widget_value(setting: Setting, value):
     return value
 
 
-def seed(settings: Settings, force: bool) -> None:
+def seed(settings: Settings, force: bool, prefix: str = "") -> None:
     """Put ``settings`` into the widgets' state: every one (``force``, a link was opened)
     or those that have none (first run, or a run that stopped before the sidebar)."""
     for s in SETTINGS:
-        key = widget_key(s.name)
+        key = widget_key(s.name, prefix)
         if force or key not in st.session_state:
             st.session_state[key] = _widget_value(s, getattr(settings, s.name))
 
 
-def draw(settings: Settings, choices: dict[str, str]) -> tuple[Settings, Dataset]:
-    """Draw the settings; return the valid ones and their data set (invalid input keeps
-    ``settings``' value, with a message beside the control). ``choices`` are the data sets
-    on offer, name -> label."""
-    sb = st.sidebar
+def draw(settings: Settings, choices: dict[str, str], *, container=None,
+         prefix: str = "") -> tuple[Settings, Dataset]:
+    """Draw the settings in ``container`` (default: the sidebar); return the valid ones and
+    their data set (invalid input keeps ``settings``' value, with a message beside the
+    control). ``choices`` are the data sets on offer, name -> label; ``prefix`` keeps a
+    second set of widgets apart (see :func:`widget_key`)."""
+    sb = container if container is not None else st.sidebar
     sb.header("Training settings")
     ss = st.session_state
     values: dict = {}
     ds: Dataset | None = None
     for s in SETTINGS:
-        key = widget_key(s.name)
+        key = widget_key(s.name, prefix)
         lbfgs = values.get("optimizer") == "lbfgs"
         if s.name == "dataset":
             if ss.get(key) not in choices:
@@ -69,11 +73,11 @@ def draw(settings: Settings, choices: dict[str, str]) -> tuple[Settings, Dataset
             try:
                 values[s.name] = s.parse(text)
             except ValueError as exc:
-                sb.error(f"{s.label} {text!r} is {exc}: type \"auto\" or a number such as 0.01; "
+                sb.error(f"{s.label} {text!r} is {exc}{': ' + s.hint if s.hint else ''}; "
                          f"keeping {s.format(getattr(settings, s.name))}.")
                 values[s.name] = getattr(settings, s.name)
         else:
-            values[s.name] = _number(s, key, settings, values, ds)
+            values[s.name] = _number(sb, s, key, settings, values, ds)
         if s.name == "l1" and lbfgs and values["l1"] > 0:
             sb.error("L1 needs gradient descent's proximal step; L-BFGS handles L2 only. "
                      "Training without L1 (set it to 0, or choose gradient descent).")
@@ -81,10 +85,9 @@ def draw(settings: Settings, choices: dict[str, str]) -> tuple[Settings, Dataset
     return Settings(**values), ds
 
 
-def _number(s: Setting, key: str, settings: Settings, values: dict, ds: Dataset):
-    """A number input for ``s``, with the limits that depend on the data set (training-set
-    size) or on the server (the work cap on steps x images)."""
-    sb = st.sidebar
+def _number(sb, s: Setting, key: str, settings: Settings, values: dict, ds: Dataset):
+    """A number input for ``s`` in container ``sb``, with the limits that depend on the
+    data set (training-set size) or on the server (the work cap on steps x images)."""
     ss = st.session_state
     label, help_ = s.label, s.help or None
     if s.name == "n_train":

@@ -4,6 +4,7 @@ training with a progress bar and a Cancel button."""
 from __future__ import annotations
 
 import uuid
+from typing import NoReturn
 
 import streamlit as st
 
@@ -15,6 +16,18 @@ from core.trainer import TrainingCancelled
 from ui.draw import md
 from ui.resources import run_store
 
+
+class PageStopped(Exception):
+    """The page cannot go on (no run to show): app.py catches it and closes the frame as
+    after a full run. ``st.stop()`` would not do: after it, Streamlit refuses every further
+    message of the run, so the address bar and the links could not be written."""
+
+
+def stop() -> NoReturn:
+    """End the page here, keeping what it drew (see :class:`PageStopped`)."""
+    raise PageStopped
+
+
 def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = True) -> Run:
     """The run for ``cfg``: from the store at once, or trained with progress and a cancel button.
 
@@ -23,7 +36,7 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
     problems = cfg.problems(ds)
     if problems:
         st.error("These settings cannot be trained: " + " ".join(problems.values()))
-        st.stop()
+        stop()
     store = run_store()
     me = st.session_state.setdefault("ws_session", uuid.uuid4().hex)
     got = store.request(ds, cfg, persist=persist, watcher=me)
@@ -52,7 +65,7 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
                 st.info("Training was cancelled. Change a setting, or press Retry to train it "
                         "again.")
             st.button("Retry")
-            st.stop()
+            stop()
     while not job.wait(0.25):
         if job.queued:
             # The server trains a limited number of runs at once (WEIGHTSCOPE_MAX_JOBS).
@@ -70,10 +83,10 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
     if isinstance(job.error, TrainingCancelled):
         st.info("Training was cancelled. Change a setting, or press Retry to train it again.")
         st.button("Retry")
-        st.stop()
+        stop()
     if job.error is not None:
         st.error(f"Training failed: {md(job.error)}")
-        st.stop()
+        stop()
     return job.run
 
 
@@ -83,7 +96,7 @@ def show_run_status(run: Run) -> None:
     if run.diverged:
         st.error(run.stop_reason, icon=":material/error:")
         if run.iterations_done < 1:
-            st.stop()
+            stop()
     elif run.learning_rate > run.stability_limit:  # NaN for L-BFGS: never true
         times = run.learning_rate / run.stability_limit
         st.warning(

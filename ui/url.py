@@ -6,6 +6,12 @@ frame writes the URL exactly once per run, after the page has chosen its view: o
 action, one history entry, and one Back undoes it. A run whose URL differs from the one
 this session last wrote was started by the browser (a link, Back, Forward, an edited
 address): its URL wins over the widgets' state.
+
+Streamlit 1.67's ``bind="query-params"`` was tried for this and not taken: a bound widget
+drops a malformed URL value without a word (the app says which value of a link it
+ignored and why), leaves values at their default out of the URL (a link would then depend
+on the defaults of the version that opens it), and cannot be set through
+``st.query_params``, so the settings of a preset or a page link could not be handed over.
 """
 
 from __future__ import annotations
@@ -59,4 +65,3 @@ def absolute_url(here: str, page: str, params: dict[str, str], page_paths) -> st
     if current_page and current_page in page_paths:
         prefix = prefix[: -len(current_page) - 1]
     return f"{parts.scheme}://{parts.netloc}{prefix}/{page}?{query}"
-

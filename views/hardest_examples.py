@@ -36,7 +36,7 @@ shown = ranked[:GALLERY]
 if not len(shown):
     st.info(f"No {'training' if split == 'train' else 'validation'} images of class "
             f"{draw.md(ds.class_names[cls])} in this run; choose another class or split.")
-    st.stop()
+    frame.stop()
 
 st.markdown(
     f"Ranked by remaining loss −log p(true class) at step {t:,}, among {len(pool):,} "
@@ -52,7 +52,7 @@ draw.thumbnails(
     scale=scale, caption="true class, predicted class, p(true class)",
     file_name=f"{order}-{split}-step-{t}.png")
 draw.download("Ranked CSV", lambda: report.examples_table(run, ds, t, split).to_csv(index=False),
-               f"examples-{split}-step-{t}.csv", "text/csv")
+              f"examples-{split}-step-{t}.csv", "text/csv")
 
 st.subheader("One example")
 choice = page.choice(
@@ -70,14 +70,15 @@ rows = [y_i] + ([int(pred[i])] if pred[i] != y_i else [])
 left, right = st.columns([1, 2])
 with left:
     draw.thumbnails(image[None], [ds.class_names[y_i]], ncols=1, scale=scale + 1,
-                     file_name=f"example-{int(idx[i])}.png")
+                    file_name=f"example-{int(idx[i])}.png")
     if split == "train":
         learned = int(run.learned_at[i])
         st.markdown(
             f"- learned from step: **{learned:,}**" if learned >= 0 else
             "- learned from step: **never** (wrong at the end)")
         st.markdown(f"- forgotten (correct, then wrong): **{int(run.forgetting_events[i])}** times")
-    st.markdown(f"- p(true) at step {t:,}: **{draw.probability(p[y_i])}**; gradient norm ‖p − y‖‖x‖ = "
+    st.markdown(f"- p(true) at step {t:,}: **{draw.probability(p[y_i])}**; "
+                "gradient norm ‖p − y‖‖x‖ = "
                 f"**{np.linalg.norm(p - np.eye(K)[y_i]) * np.linalg.norm(x):.3f}**")
 with right:
     pairs = np.stack([np.stack([run.weights(t)[k], contribution[k]]) for k in rows])
@@ -94,4 +95,4 @@ with right:
 curve = charts.frame({"loss of this example": (run.snapshot_iterations,
                                                run.neg_log_p_true_curve(i, split))})
 draw.chart(charts.curves(curve, y_title="−log p(true) (nats)", selected=t,
-                          title="Its loss over training"), f"example-{int(idx[i])}-loss")
+                         title="Its loss over training"), f"example-{int(idx[i])}-loss")

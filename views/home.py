@@ -36,7 +36,8 @@ for preset in PRESETS:
     left, right = st.columns([1, 2])
     left.page_link(frame.page_object(preset.page), label=f"**{preset.title}**",
                    icon=":material/play_arrow:",
-                   query_params=to_params(preset.settings, ds.fingerprint))
+                   query_params=to_params(preset.settings,
+                                          resources.dataset(preset.settings.dataset).fingerprint))
     right.markdown(preset.blurb)
 
 st.subheader("The current run")
@@ -52,9 +53,9 @@ numbers.metric("Training time", f"{run.seconds:.1f} s")
 scale = draw.pick_scale(ds.image_shape)
 st.markdown(f"**Weight images after step 1 and after step {final:,}**")
 draw.weight_rows([("step 1", run.weights(1)), (f"step {final:,}", run.weights(final))],
-                  ds.class_names, scale=scale, file_name=f"weights-step-1-and-{final}.png")
+                 ds.class_names, scale=scale, file_name=f"weights-step-1-and-{final}.png")
 draw.download("One-page summary (HTML)", cached.summary_maker(run, ds, page.link()),
-               "weightscope-summary.html", "text/html")
+              "weightscope-summary.html", "text/html")
 if run.config.optimizer == "lbfgs":
     st.caption(f"L-BFGS (scikit-learn's settings, float64) chooses its own steps. "
                f"{run.stop_reason} Smoothness L = {run.smoothness:.4g}.")

@@ -1,4 +1,5 @@
-"""Overfitting and regularization: the noise is overfitting; penalties and early stopping remove it."""
+"""Overfitting and regularization: the noise is overfitting; penalties and early stopping
+remove it."""
 
 import pandas as pd
 import streamlit as st
@@ -85,7 +86,7 @@ draw.chart_grid((
 
 st.subheader("Weight images")
 show = page.choice(st.radio, "Show each run at", "show", "final step",
-                    ["final step", "its best validation step"], cast=str, horizontal=True)
+                   ["final step", "its best validation step"], cast=str, horizontal=True)
 steps = {label: run.iterations_done for label, run in runs.items()}
 steps["early stopping"] = best
 if show == "its best validation step":
@@ -95,4 +96,4 @@ if show == "its best validation step":
 labels = list(images)
 scale = draw.pick_scale(ds.image_shape, 56)
 draw.weight_rows([(f"{k} @ {steps[k]:,}", images[k]) for k in labels], ds.class_names,
-                  scale=scale, file_name="weights-by-regularization.png")
+                 scale=scale, file_name="weights-by-regularization.png")

@@ -46,12 +46,12 @@ numbers.metric("Top-10 % gradient share", f"{traj['concentration'][slot]:.0%}",
 
 st.subheader(f"Weight images at step {t:,}")
 draw.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale,
-                    file_name=f"weights-step-{t}.png")
+                   file_name=f"weights-step-{t}.png")
 
 st.subheader("Every class over training")
 rows = [s for s in one_two_five(run.iterations_done) if s in its]
 draw.weight_rows([(f"{s:,}", run.weights(s)) for s in rows], ds.class_names,
-                  scale=max(2, scale - 1), file_name="weights-over-training.png")
+                 scale=max(2, scale - 1), file_name="weights-over-training.png")
 with st.expander("Play the evolution", expanded=False):
     gif = cached.evolution_gif(run)
     st.image(gif, caption="All classes at every stored snapshot, each frame on its own "
@@ -84,11 +84,11 @@ draw.chart_grid((
                    title="Coefficient range", log_y=True), "coefficient-range"),
 ))
 draw.download("History CSV", lambda: report.history_table(run, traj).to_csv(index=False),
-               "history.csv", "text/csv")
+              "history.csv", "text/csv")
 st.caption(
     "Typicality of what pulls: the gradient-weighted mean correlation of each training image "
-    "with its own class's contrast image (class mean minus the mean of all images). It falls as typical examples are learned and stop "
-    "pulling, leaving the gradient to atypical ones.")
+    "with its own class's contrast image (class mean minus the mean of all images). It falls "
+    "as typical examples are learned and stop pulling, leaving the gradient to atypical ones.")
 
 st.subheader(f"The examples that carry the gradient at step {t:,}")
 norms = run.grad_norms(t)
@@ -108,5 +108,5 @@ draw.thumbnails(
     scale=scale, caption="true class, and the class predicted at this step",
     file_name=f"gradient-carriers-step-{t}.png")
 draw.download("Per-example CSV at this step",
-               lambda: report.examples_table(run, ds, t, "train").to_csv(index=False),
-               f"examples-train-step-{t}.csv", "text/csv")
+              lambda: report.examples_table(run, ds, t, "train").to_csv(index=False),
+              f"examples-train-step-{t}.csv", "text/csv")
