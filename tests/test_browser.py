@@ -665,3 +665,25 @@ def test_back_after_picking_an_example_shows_the_example_the_picker_names(server
     act(page, page.go_back)
     assert shown() == first and url_params(page.url)["ex"] == "2"
     assert_no_errors(page, server)
+
+
+def test_cancel_keeps_the_page_and_offers_a_retry(server: Server, page):
+    """Cancel during a real training leaves the page standing: its title, a "cancelled"
+    message and a Retry button, and no error in the browser console (the page used to go
+    blank: "'setIn' cannot be called on an ElementNode")."""
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    # 30,000 steps on 1,000 images: long enough to click Cancel while it trains.
+    page.goto(f"{server.url}/Trajectory?"
+              + urlencode({**SETTINGS, "n": "1000", "T": "30000", "seed": "11"}),
+              wait_until="domcontentloaded")
+    cancel = page.locator("[data-testid='stMain'] button", has_text="Cancel training")
+    cancel.wait_for()
+    act(page, cancel.click)
+    main = page.locator("[data-testid='stMain']")
+    assert texts(page, "[data-testid='stMain'] h1") == ["From templates to noise"]
+    assert "Training was cancelled" in main.inner_text()
+    assert main.locator("button", has_text="Retry").count() == 1
+    assert page.locator("[data-testid='stProgress']").count() == 0
+    assert not [e for e in console_errors if "setIn" in e or "ElementNode" in e], console_errors
+    assert_no_errors(page, server)

@@ -54,18 +54,21 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
     with box.container():
         bar = st.progress(0.0, text=f"Training {label}…")
         # A click reruns the script; the rerun finds the button pressed and cancels.
-        if st.button("Cancel training", key=f"ws_cancel_{job.key}"):
-            others = store.leave(job.key, me)
-            st.session_state.pop("ws_watching", None)
-            box.empty()
-            if others:
-                st.info(f"You stopped waiting; the training goes on for {others} other "
-                        "viewer(s) and will be ready here when it ends.")
-            else:
-                st.info("Training was cancelled. Change a setting, or press Retry to train it "
-                        "again.")
-            st.button("Retry")
-            stop()
+        cancel = st.button("Cancel training", key=f"ws_cancel_{job.key}")
+    if cancel:
+        others = store.leave(job.key, me)
+        st.session_state.pop("ws_watching", None)
+        # Emptied from outside its own block: writing on inside the box after emptying it
+        # blanked the whole page ("'setIn' cannot be called on an ElementNode", Chromium).
+        box.empty()
+        if others:
+            st.info(f"You stopped waiting; the training goes on for {others} other "
+                    "viewer(s) and will be ready here when it ends.")
+        else:
+            st.info("Training was cancelled. Change a setting, or press Retry to train it "
+                    "again.")
+        st.button("Retry")
+        stop()
     while not job.wait(0.25):
         if job.queued:
             # The server trains a limited number of runs at once (WEIGHTSCOPE_MAX_JOBS).
