@@ -387,8 +387,11 @@ def test_overfitting_curves_start_where_the_runs_part_and_links_keep_it():
     before), the control moves every chart's axis, and the choice travels in the URL."""
     at = open_page("views/overfitting.py", **SMALL)
     assert_clean(at)
-    first_visit = [c.value for c in at.caption if "run(s) to train" in c.value]
-    assert len(first_visit) == 1 and first_visit[0].startswith("First visit"), first_visit
+    # The note that said what was about to be trained says, once trained, that it was.
+    assert not [c for c in at.caption if "to train" in c.value], "a stale first-visit note"
+    trained = [c.value for c in at.caption if c.value.startswith("Trained ")]
+    assert len(trained) == 1 and trained[0].startswith(
+        "Trained 4 run(s) for this page (no penalty, L2 0.001, L2 0.01, L1 0.0003)"), trained
     table = at.dataframe[0].value
     best = int(table.loc[table["run"] == "no penalty", "best at"].iloc[0])
     start = at.select_slider(key="ws_v/Overfitting/from").value
@@ -401,7 +404,7 @@ def test_overfitting_curves_start_where_the_runs_part_and_links_keep_it():
 
     at.select_slider(key="ws_v/Overfitting/from").set_value(1).run()
     assert_clean(at)
-    assert not [c for c in at.caption if "run(s) to train" in c.value], "all trained now"
+    assert not [c for c in at.caption if "run(s)" in c.value], "all trained before this visit"
     assert url(at)["from"] == "1"
     assert all(d[0] == 1 for d in _x_domains(at))
 
@@ -437,3 +440,24 @@ def test_a_link_below_one_image_per_class_is_clamped_with_the_data_sets_range():
                for m in messages), messages
     assert url(at)["n"] == "10"
     assert not [w for w in at.warning if "n='1'" in w.value]
+
+
+def test_steps_read_as_steps_everywhere_and_lbfgs_counts_iterations():
+    """The regularization table writes its steps as the rest of the app does (30,000, not
+    30000), and the progress bar counts L-BFGS iterations, as its sidebar control says."""
+    import json
+
+    from core.config import TrainConfig
+    from ui.training import progress_text
+
+    at = open_page("views/overfitting.py", **SMALL)
+    assert_clean(at)
+    config = json.loads(at.dataframe[0].proto.columns)
+    formats = {c: config.get(c, {}).get("type_config", {}).get("format") for c in
+               ("step", "best at", "val acc")}
+    assert formats == {"step": "localized", "best at": "localized", "val acc": "%.3f"}, formats
+    gd = progress_text("the run", TrainConfig(), 1500, 30_000, 3.2, 60.4)
+    assert gd == "Training the run: 1,500 of 30,000 steps, 3 s, about 60 s left"
+    lbfgs = progress_text("the run", TrainConfig(optimizer="lbfgs", dtype="float64"), 12, 300,
+                          1.0, None)
+    assert lbfgs == "Training the run: 12 of 300 iterations, 1 s"

@@ -28,6 +28,15 @@ def stop() -> NoReturn:
     raise PageStopped
 
 
+def progress_text(label: str, cfg: TrainConfig, done: int, total: int, elapsed: float,
+                  eta: float | None) -> str:
+    """What the progress bar says: L-BFGS counts iterations, as its sidebar control does;
+    gradient descent counts steps."""
+    unit = "iterations" if cfg.optimizer == "lbfgs" else "steps"
+    left = f", about {eta:,.0f} s left" if eta is not None else ""
+    return f"Training {label}: {done:,} of {total:,} {unit}, {elapsed:,.0f} s{left}"
+
+
 def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = True) -> Run:
     """The run for ``cfg``: from the store at once, or trained with progress and a cancel button.
 
@@ -76,11 +85,8 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
                                    f"training(s) ahead or running; {label} starts when one ends.")
             continue
         done, total = job.done_steps, max(job.total_steps, 1)
-        eta = job.eta
-        left = f", about {eta:,.0f} s left" if eta is not None else ""
         bar.progress(min(done / total, 1.0),
-                     text=f"Training {label}: {done:,} of {total:,} steps, "
-                          f"{job.elapsed:,.0f} s{left}")
+                     text=progress_text(label, cfg, done, total, job.elapsed, job.eta))
     box.empty()
     st.session_state.pop("ws_watching", None)
     if isinstance(job.error, TrainingCancelled):

@@ -30,11 +30,15 @@ wanted = {label: cfg.replace(**penalty) for label, penalty in VARIANTS
 if cfg.optimizer == "lbfgs":
     st.caption("L1 is left out: it needs gradient descent's proximal step.")
 missing = [label for label, c in wanted.items() if resources.run_store().cached(ds, c) is None]
+note = st.empty()  # says what is being trained, then that it was (not "to train" any more)
 if missing:
-    st.caption(f"First visit with these settings: {len(missing)} run(s) to train "
-               f"({', '.join(missing)}), each as long as the sidebar's. They are kept, so the "
-               "next visit is instant.")
+    note.caption(f"First visit with these settings: {len(missing)} run(s) to train "
+                 f"({', '.join(missing)}), each as long as the sidebar's. They are kept, so "
+                 "the next visit is instant.")
 runs = {label: page.run(c, label=label) for label, c in wanted.items()}
+if missing:
+    note.caption(f"Trained {len(missing)} run(s) for this page ({', '.join(missing)}); they "
+                 "are kept, so the next visit is instant.")
 base = runs["no penalty"]
 best = base.best_iteration()
 
@@ -46,8 +50,9 @@ table = pd.DataFrame(rows)
 st.dataframe(
     table, hide_index=True,
     column_config={
-        c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
-        if c not in ("run", "step", "best at")
+        c: st.column_config.NumberColumn(format="localized" if c in ("step", "best at")
+                                         else "%.3f")  # steps as 30,000, as everywhere else
+        for c in table.columns if c != "run"
     })
 draw.download("Table CSV", table.to_csv(index=False), "regularization.csv", "text/csv")
 st.caption(
