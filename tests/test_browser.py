@@ -154,6 +154,8 @@ class Server:
                         return
             except OSError:
                 pass
+            # A starting server offers nothing to wait on but its health endpoint: poll it.
+            # The interval only sets how soon after start-up we notice; the deadline decides.
             time.sleep(0.25)
         pytest.fail(f"streamlit did not answer /_stcore/health with 'ok' within {timeout:.0f} s:"
                     f"\n{self.log_tail()}", pytrace=False)

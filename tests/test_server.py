@@ -320,9 +320,10 @@ def test_upload_refusals_on_a_live_session(live_server, browser):
         page.goto(f"{live_server.url}/Trajectory?"
                   + urlencode({"ds": "digits", "n": "200", "T": "50", "seed": "1"}),
                   wait_until="domcontentloaded")
-        deadline = time.monotonic() + 60
-        while (session := session_id_of(frames)) is None and time.monotonic() < deadline:
-            page.wait_for_timeout(100)
+        # The server sends NewSession before the script's first element: once the page shows
+        # its title, the message has been received (and handed to the listener above).
+        page.locator("[data-testid='stMain'] h1").first.wait_for(timeout=60_000)
+        session = session_id_of(frames)
         assert session, "no NewSession message on the page's websocket"
 
         token = xsrf_token(live_server)
