@@ -135,3 +135,55 @@ def export_formats() -> tuple[str, ...]:
     except ImportError:
         return ()
     return ("PNG", "SVG")
+
+
+def lines(
+    data: pd.DataFrame,
+    *,
+    x_title: str,
+    y_title: str,
+    log_x: bool = False,
+    log_y: bool = False,
+    rule: float | None = None,
+    rule_label: str = "",
+    title: str | None = None,
+    y_format: str = ".3g",
+    points: bool = False,
+) -> alt.LayerChart:
+    """Lines of ``data`` (columns ``x``, ``value``, ``series``) against any quantity.
+
+    ``rule`` draws a dashed vertical line at that ``x`` (tooltip ``rule_label``).
+    """
+    order = list(dict.fromkeys(data["series"]))
+    color = alt.Color("series:N", title=None, sort=order,
+                      scale=alt.Scale(domain=order, range=(PALETTE * 2)[: len(order)]),
+                      legend=alt.Legend(orient="right", labelLimit=160) if len(order) > 1
+                      else None)
+    x = alt.X("x:Q", title=x_title,
+              scale=alt.Scale(type="log", nice=False) if log_x else alt.Scale(zero=False),
+              axis=alt.Axis(format="~s") if log_x else alt.Axis())
+    y = alt.Y("value:Q", title=y_title,
+              scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False))
+    tooltip = [alt.Tooltip("series:N", title="series"),
+               alt.Tooltip("x:Q", title=x_title, format=",.4~g"),
+               alt.Tooltip("value:Q", title=y_title, format=y_format)]
+    mark = alt.Chart(data).mark_line(strokeWidth=2, point=points)
+    layers = [mark.encode(x=x, y=y, color=color, tooltip=tooltip)]
+    if rule is not None:
+        layers.append(alt.Chart(pd.DataFrame({"x": [rule], "label": [rule_label]})).mark_rule(
+            color="#777777", strokeDash=[4, 3]).encode(
+            x="x:Q", tooltip=[alt.Tooltip("label:N", title="line")]))
+    chart = alt.layer(*layers)
+    if title:
+        chart = chart.properties(title=alt.TitleParams(title, anchor="start"))
+    return chart
+
+
+def long_frame(x: np.ndarray, columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Long-form frame (x, value, series) of several value columns over the same ``x``;
+    non-finite values are dropped."""
+    parts = [pd.DataFrame({"x": np.asarray(x, dtype=np.float64),
+                           "value": np.asarray(v, dtype=np.float64), "series": name})
+             for name, v in columns.items()]
+    out = pd.concat(parts, ignore_index=True)
+    return out[np.isfinite(out["value"]) & np.isfinite(out["x"])]

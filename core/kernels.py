@@ -84,7 +84,7 @@ if AVAILABLE:
 
     @njit(parallel=True, fastmath=_FLAGS, cache=True, nogil=True)
     def _pass(X8, y, W, b, scale, model, want_grad, floor,
-              grad, grad_b, loss, pred, p_true, resid):  # pragma: no cover - compiled
+              grad, grad_b, loss, pred, p_true, resid, acc):  # pragma: no cover - compiled
         # Rows go eight at a time: each weight loaded for the logits, and each gradient
         # entry loaded and stored, serves eight rows, so the inner loops stay in
         # registers and L1 instead of waiting on the cache.
@@ -141,6 +141,9 @@ if AVAILABLE:
                         i = i0 + r
                         loss[i], pred[i], p_true[i], resid[i] = _finish_row(
                             z[r], y[i], model, floor)
+                        if want_grad and acc.shape[0] == n:
+                            for k in range(K):
+                                acc[i, k] += z[r, k]
                     else:
                         z[r, :] = 0  # padding rows pull on nothing
                 if want_grad:
@@ -201,16 +204,24 @@ class Pass:
         self.scale = self.dtype.type(1.0 / 255.0)
         self.model = MODEL_CODES[model]
         self.floor = -80.0 if self.dtype == np.float32 else -700.0
+        # Residual sums (n, K) float64, added to by every gradient pass once switched on.
+        self.acc = np.zeros((0, n_classes))
+
+    def accumulate(self) -> np.ndarray:
+        """Start adding each gradient pass's ``p_i - e_{y_i}`` into the returned (n, K) array."""
+        self.acc = np.zeros((len(self.y), self.grad.shape[1]))
+        return self.acc
 
     def run(self, W: np.ndarray, b: np.ndarray, want_grad: bool = True):
         """One pass at weights ``W`` (K, d), ``b`` (K,).
 
         Returns ``(grad_W, grad_b)`` of the *summed* loss (not yet divided by n)
         when ``want_grad``, else ``(None, None)``; per-row ``loss``, ``pred``,
-        ``p_true`` and ``resid`` (= ||p - e_y||) are left in this object's arrays.
+        ``p_true`` and ``resid`` (= ||p - e_y||) are left in this object's arrays;
+        after :meth:`accumulate`, a gradient pass also adds ``p - e_y`` to ``acc``.
         """
         _pass(self.X8, self.y, W, b, self.scale, self.model, want_grad, self.floor,
-              self.grad, self.grad_b, self.loss, self.pred, self.p_true, self.resid)
+              self.grad, self.grad_b, self.loss, self.pred, self.p_true, self.resid, self.acc)
         if not want_grad:
             return None, None
         return self.grad.sum(axis=0), self.grad_b.sum(axis=0)

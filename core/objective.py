@@ -101,20 +101,28 @@ class NumpyPass:
     def __init__(self, X8, y, n_classes, dtype, model):
         X = X8.astype(dtype)
         X *= dtype.type(1.0 / 255.0)
-        self._setup(X, y, model)
+        self._setup(X, y, model, n_classes)
 
     @classmethod
-    def from_float(cls, X, y, model) -> "NumpyPass":
+    def from_float(cls, X, y, model, n_classes: int | None = None) -> "NumpyPass":
         """A pass over rows that are already floats (any values, any float dtype)."""
         self = cls.__new__(cls)
-        self._setup(np.asarray(X), y, model)
+        self._setup(np.asarray(X), y, model, n_classes)
         return self
 
-    def _setup(self, X, y, model):
+    def _setup(self, X, y, model, n_classes):
+        self.K = n_classes
         self.X = X
         self.y = np.ascontiguousarray(y)
         self.rows = np.arange(len(y))
         self.forward = Forward(model)
+        self.acc = None
+
+    def accumulate(self) -> np.ndarray:
+        """Start adding each gradient pass's ``p_i - e_{y_i}`` into the returned (n, K) array
+        (float64): the residual sums behind ``W = -(a / n) A^T X`` (see :class:`Recorder`)."""
+        self.acc = np.zeros((len(self.y), self.K))
+        return self.acc
 
     def run(self, W, b, want_grad=True, want_records=False) -> PassOut:
         """Per-row loss and prediction at (W, b); with ``want_records`` also p(true) and
@@ -128,6 +136,8 @@ class NumpyPass:
         probs[self.rows, self.y] -= 1.0
         if want_records:
             out.resid = np.sqrt(np.einsum("ij,ij->i", probs, probs))
+        if want_grad and self.acc is not None:
+            self.acc += probs
         if want_grad:
             # P - Y stays unscaled: dividing its tiny entries by n would make them subnormal.
             out.grad_W = probs.T @ self.X
@@ -145,6 +155,10 @@ class KernelPass:
     def __init__(self, X8, y, n_classes, dtype, model):
         self._pass = kernels.Pass(X8, y, n_classes, dtype, model)
         self.y = self._pass.y
+
+    def accumulate(self) -> np.ndarray:
+        """As :meth:`NumpyPass.accumulate`."""
+        return self._pass.accumulate()
 
     def run(self, W, b, want_grad=True, want_records=False) -> PassOut:
         gW, gb = self._pass.run(W, b, want_grad)
@@ -188,16 +202,22 @@ def smoothness(x: np.ndarray, model: str, l2: float = 0.0) -> float:
     return _smoothness_from_gram(gram, n, model, l2)
 
 
-def smoothness_u8(X8: np.ndarray, model: str, l2: float = 0.0, block: int = 8192) -> float:
-    """:func:`smoothness` of ``X8 / 255`` (X8 (n, d) uint8) without a float copy of all rows."""
+def smoothness_u8(X8: np.ndarray, model: str, l2: float = 0.0, block: int = 8192,
+                  dtype=np.float32) -> float:
+    """:func:`smoothness` of ``X8 / 255`` (X8 (n, d) uint8) without a float copy of all rows.
+
+    The Gram matrix is summed in ``dtype``, the run's precision: float32 is within
+    about 2e-7 of float64 and twice as fast; a float64 run gets a float64 constant.
+    """
     n, d = X8.shape
     if n <= d:
         return smoothness(X8.astype(np.float64) / 255.0, model, l2)
+    dtype = np.dtype(dtype)
     gram = np.zeros((d + 1, d + 1))
     for start in range(0, n, block):
-        xb = X8[start:start + block].astype(np.float32)
-        xb *= np.float32(1.0 / 255.0)
-        xb = np.hstack([xb, np.ones((len(xb), 1), dtype=np.float32)])
+        xb = X8[start:start + block].astype(dtype)
+        xb *= dtype.type(1.0 / 255.0)
+        xb = np.hstack([xb, np.ones((len(xb), 1), dtype=dtype)])
         gram += (xb.T @ xb).astype(np.float64)
     return _smoothness_from_gram(gram, n, model, l2)
 

@@ -19,7 +19,7 @@ from core.data import Dataset
 
 #: Bumped whenever the trainer's numbers or the stored layout change, so that
 #: runs cached by an older version are never served.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -86,6 +86,12 @@ class Run:
         Per-example gradient norms ``||p_i - e_{y_i}|| ||x_i||``, float32.
     records : dict of str to Records
         Per-example loss, p(true) and prediction (S, m) of the "train" and "val" splits.
+    residual_iterations : ndarray (E,)
+        Gradient descent's window edges 0, 10, 100, ..., T (empty for L-BFGS).
+    residual_sums : ndarray (E, n, K) float32
+        ``A_t``: each training example's ``p_i - e_{y_i}`` summed over the iterates
+        before edge ``t``. Unpenalised, ``W_t = -(a / n) A_t^T X``; the difference
+        between two edges is how much each example pulled in between.
     """
 
     config: TrainConfig
@@ -111,6 +117,10 @@ class Run:
     snapshot_biases: np.ndarray = field(repr=False)
     snapshot_grad_norms: np.ndarray = field(repr=False)
     records: dict[str, Records] = field(repr=False)
+    residual_iterations: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64),
+                                            repr=False)
+    residual_sums: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32),
+                                      repr=False)
 
     @property
     def stability_limit(self) -> float:
@@ -188,6 +198,7 @@ class Run:
     def nbytes(self) -> int:
         """Bytes held by the run's arrays."""
         arrays = [self.snapshot_weights, self.snapshot_biases, self.snapshot_grad_norms,
+                  self.residual_iterations, self.residual_sums,
                   self.learned_at, self.forgetting_events, self.train_indices, self.val_indices]
         arrays += list(self.history.values()) + list(self.snapshot_history.values())
         for rec in self.records.values():
@@ -202,7 +213,8 @@ def _neg_log(p: np.ndarray) -> np.ndarray:
 _SCALARS = ("learning_rate", "smoothness", "iterations_done", "diverged", "seconds",
             "loop_seconds")
 _ARRAYS = ("train_indices", "val_indices", "snapshot_iterations", "learned_at",
-           "forgetting_events", "snapshot_weights", "snapshot_biases", "snapshot_grad_norms")
+           "forgetting_events", "snapshot_weights", "snapshot_biases", "snapshot_grad_norms",
+           "residual_iterations", "residual_sums")
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Records))
 
 

@@ -64,6 +64,14 @@ def snapshot_schedule(iterations: int, n_log: int = 60) -> np.ndarray:
     return np.array(sorted(points), dtype=np.int64)
 
 
+def residual_edges(iterations: int) -> np.ndarray:
+    """Iterations at which gradient descent stores its residual sums: 0, the powers of
+    ten from 10 up to T, and T (the edges of the windows "1-10", "10-100", ...)."""
+    T = int(iterations)
+    edges = {0, T} | {10 ** k for k in range(1, 20) if 10 ** k <= T}
+    return np.array(sorted(edges), dtype=np.int64)
+
+
 def one_two_five(last: int) -> list[int]:
     """1, 2, 5, 10, 20, 50, ... up to ``last``, then ``last`` itself (the question's grid)."""
     out, decade = [], 1
@@ -136,7 +144,7 @@ def train(
         "test": make_pass(backend, _flat(ds.x_test, np.arange(len(ds.y_test))), ds.y_test, K,
                           dtype, cfg.model),
     }
-    L = smoothness_u8(X8, cfg.model, cfg.l2)
+    L = smoothness_u8(X8, cfg.model, cfg.l2, dtype=dtype)
     if cfg.optimizer == "lbfgs":
         iterates, finished = _lbfgs_iterates(passes["train"], cfg, K, X8.shape[1],
                                              _Ticker(progress, int(cfg.iterations),
@@ -155,6 +163,8 @@ def train(
                      _Ticker(progress, T, progress_interval))
 
     rec = Recorder(passes, X8, K, cfg, T, lr, L, finished, record)
+    if record and cfg.optimizer != "lbfgs":
+        rec.sum_residuals(passes["train"].accumulate())
     loop_started = time.perf_counter()
     optimize(rec)
     loop_seconds = time.perf_counter() - loop_started
@@ -304,6 +314,21 @@ class Recorder:
         self.loss0: float | None = None
         self.last_good = None  # (W, b) of the last recorded iterate
         self.done, self.diverged, self.stop_reason = T, False, finished
+        self.acc = None  # residual sums of the training pass (see sum_residuals)
+        self.edges = np.zeros(0, dtype=np.int64)
+        self.residual_sums = np.zeros((0, n, n_classes), dtype=np.float32)
+
+    def sum_residuals(self, acc: np.ndarray) -> None:
+        """Store ``acc`` at the :func:`residual_edges`: the training pass's running sum
+        (n, K) of ``p_i - e_{y_i}`` over every gradient it has computed.
+
+        With ``A_t`` the sum over iterates ``0 .. t-1``, an unpenalised run has
+        ``W_t = -(a / n) A_t^T X`` exactly: ``A_t`` says how much each example
+        has pulled, and ``A_t2 - A_t1`` how much it pulled between two edges.
+        """
+        self.acc = acc
+        self.edges = residual_edges(self.T)
+        self.residual_sums = np.zeros((len(self.edges),) + acc.shape, dtype=np.float32)
 
     def is_snapshot(self, t: int) -> bool:
         """Whether iterate ``t`` (the next to record) is stored with its per-example records."""
@@ -337,6 +362,11 @@ class Recorder:
         if self.is_snapshot(t):
             self._store(self.slot, W, b, out)
             self.slot += 1
+        if self.acc is not None and t < self.T:
+            # The pass at t has just added its residuals: the sum is now A_{t+1}.
+            edge = int(np.searchsorted(self.edges, t + 1))
+            if edge < len(self.edges) and self.edges[edge] == t + 1:
+                self.residual_sums[edge] = self.acc
         self.last_good = (W, b)
         return True
 
@@ -363,6 +393,7 @@ class Recorder:
             for slot in {best, S - 1}:
                 self._evaluate("test", slot, self.snapshot_weights[slot],
                                self.snapshot_biases[slot])
+        edges = self.edges <= done
         learned_at = np.where(self.last_wrong < done, self.last_wrong + 1, -1)
         learned_at[~self.correct_prev] = -1
         return Run(
@@ -379,6 +410,8 @@ class Recorder:
             snapshot_biases=self.snapshot_biases[:S].copy(),
             snapshot_grad_norms=self.snapshot_grad_norms[:S].copy(),
             records={k: r.first(S) for k, r in self.records.items()},
+            residual_iterations=self.edges[edges].copy(),
+            residual_sums=self.residual_sums[edges].copy(),
         )
 
     def _penalty(self, W: np.ndarray) -> float:

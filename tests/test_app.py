@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -20,6 +21,8 @@ EXPECTED = {
     "views/trajectory.py": (5, 5),
     "views/overfitting.py": (1, 3),
     "views/hardest_examples.py": (3, 1),
+    "views/spectrum.py": (6, 6),
+    "views/limit.py": (4, 3),
 }
 
 
@@ -63,6 +66,17 @@ def open_page(path: str, **params) -> AppTest:
     for k, v in params.items():
         at.query_params[k] = str(v)
     at.run()
+    return settle(at)
+
+
+def settle(at: AppTest, timeout: float = 300) -> AppTest:
+    """Run ``at`` once more after the background analyses it started have finished (a
+    browser's page reruns by itself then; AppTest does not)."""
+    from ui.resources import task_store
+    store = task_store()
+    if any(not task.finished for task in store._tasks.values()):
+        assert store.wait_all(timeout), "a background analysis did not finish"
+        at.run()
     return at
 
 
@@ -257,9 +271,11 @@ def test_lbfgs_refuses_l1_next_to_the_control():
 
 #: Colour legends per page: the only pictures without a download of their own.
 LEGENDS = {HOME: 1, "views/first_step.py": 1, "views/trajectory.py": 2,
-           "views/overfitting.py": 1, "views/hardest_examples.py": 0}
+           "views/overfitting.py": 1, "views/hardest_examples.py": 0, "views/spectrum.py": 3,
+           "views/limit.py": 1}
 TABLES = {HOME: 1, "views/first_step.py": 0, "views/trajectory.py": 2,
-          "views/overfitting.py": 1, "views/hardest_examples.py": 1}
+          "views/overfitting.py": 1, "views/hardest_examples.py": 1, "views/spectrum.py": 2,
+          "views/limit.py": 1}
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -461,3 +477,182 @@ def test_steps_read_as_steps_everywhere_and_lbfgs_counts_iterations():
     lbfgs = progress_text("the run", TrainConfig(optimizer="lbfgs", dtype="float64"), 12, 300,
                           1.0, None)
     assert lbfgs == "Training the run: 12 of 300 iterations, 1 s"
+
+
+def page_text(at: AppTest) -> str:
+    """Every title, text, caption, notice and metric help of the main area, as one string."""
+    parts = [e.value for kind in ("title", "markdown", "caption", "info", "warning")
+             for e in getattr(at.main, kind)]
+    parts += [m.proto.help for m in at.main.metric]
+    return "\n".join(parts)
+
+
+def same_run(**settings):
+    """The run a page shows for these settings, trained here (training is deterministic)."""
+    from core.settings import Settings
+    from core.trainer import train
+    from ui.resources import dataset
+
+    s = Settings(**settings)
+    return train(dataset(s.dataset), s.config())
+
+
+#: Overfits within its 1,000 steps (validation minimum near step 600) and trains in seconds.
+OVERFITS = {"ds": "digits", "n": "10", "T": "1000"}
+
+
+def test_overfitting_page_says_how_much_of_the_noise_came_before_the_validation_minimum():
+    from core import metrics, report
+
+    at = open_page("views/overfitting.py", **OVERFITS)
+    assert_clean(at)
+    text = page_text(at)
+    assert "Noise is overfitting" not in text and "noise is overfitting" not in text
+    base = same_run(dataset="digits", n_train=10, iterations=1000)
+    rise = metrics.roughness_rise(base)
+    assert rise["overfits"] and 0 < rise["share"] < 1
+    assert (f"**{report.percent(rise['share'])} of the roughness rise** (from "
+            f"{rise['at_first']:.2f} at step 1 to {rise['at_last']:.2f} at step 1,000) happened "
+            f"before the validation minimum at step {rise['best']:,}") in text
+    assert "Nothing overfits yet" not in text
+
+    # L1 is read by its zeros: no roughness in the table, and the caption says why.
+    table = at.dataframe[0].value
+    l1 = table[table["run"] == "L1 0.0003"].iloc[0]
+    assert np.isnan(l1["roughness"]) and l1["zeros"] > 0
+    assert table.loc[table["run"] != "L1 0.0003", "roughness"].notna().all()
+    assert (f"L1 0.0003 has no roughness: {report.percent(l1['zeros'])} of its weights are "
+            "exactly zero") in text and "sparsity as noise" in text
+
+    # Each L2 run is given the stopping step it acts like, t = 1 / (a l2).
+    a = base.learning_rate
+    for label, l2 in (("L2 0.001", 0.001), ("L2 0.01", 0.01)):
+        step = round(1 / (a * l2))
+        assert table.loc[table["run"] == label, "like stopping at"].iloc[0] == step
+        assert f"{label} ≈ stopping at step {step:,}" in text
+    assert table.loc[table["run"] == "no penalty", "like stopping at"].isna().all()
+
+
+def test_overfitting_page_says_when_nothing_overfits_yet_and_links_the_preset_that_does():
+    from urllib.parse import parse_qsl
+
+    from core import metrics
+    from core.settings import PRESETS
+
+    at = open_page("views/overfitting.py", **SMALL)
+    assert_clean(at)
+    base = same_run(dataset="digits", n_train=300, iterations=60)
+    rise = metrics.roughness_rise(base)
+    assert rise["best"] == rise["last"] == 60, "this configuration must not overfit"
+    text = page_text(at)
+    assert "Nothing overfits yet at these settings: validation loss is still falling at the " \
+           "last step (60)" in text
+    assert "of the roughness rise**" not in text
+    preset = next(p for p in PRESETS if p.title == "Reproduce the answer")
+    links = [link.proto for link in at.main.page_link]
+    from core.data import load_dataset
+    if not load_dataset(preset.settings.dataset).is_fallback:
+        assert len(links) == 1 and links[0].page.endswith("Overfitting"), links
+        params = dict(parse_qsl(links[0].query_string))
+        assert params["n"] == str(preset.settings.n_train)
+        assert params["T"] == str(preset.settings.iterations)
+        assert params["ds"] == preset.settings.dataset
+
+
+def test_overfitting_page_on_lbfgs_has_no_equivalent_stopping_step():
+    at = open_page("views/overfitting.py", **{**SMALL, "T": "30"}, opt="lbfgs")
+    assert_clean(at)
+    assert "like stopping at" not in at.dataframe[0].value.columns
+    assert "L-BFGS has no step size" in page_text(at)
+
+
+def test_trajectory_quotes_the_step_zero_baseline_and_no_typicality():
+    from core import metrics, report
+
+    at = open_page("views/trajectory.py", **SMALL)
+    assert_clean(at)
+    text = page_text(at)
+    assert "typicality" not in text.lower() and "pulls equally" not in text
+    assert "equal pulls" not in text
+    run = same_run(dataset="digits", n_train=300, iterations=60)
+    step0 = metrics.gradient_concentration(run.grad_norms(0))
+    help_text = next(m.proto.help for m in at.metric if m.label.startswith("Top-10 %"))
+    assert f"the share there, {report.percent(step0)}, comes from image norms alone" in help_text
+    norms = run.grad_norms(60)
+    share = metrics.top_share(norms, 20)
+    baseline = metrics.top_share(run.grad_norms(0), 20)
+    assert (f"These 20 of 300 training images (6.7% of them) carry **{report.percent(share)}** "
+            "of the summed gradient norm.") in text
+    assert f"only the image norms differ, the 20 largest carry {report.percent(baseline)}" in text
+    assert 'The page "Where it heads" shows which examples stop pulling' in text
+    import json
+
+    pull = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")
+            if "Who pulls" in c.proto.spec]
+    assert len(pull) == 1 and "typicality" not in json.dumps(pull[0])
+
+
+def test_trajectory_on_lbfgs_never_prints_a_share_of_zero():
+    at = open_page("views/trajectory.py", **{**SMALL, "T": "30"}, opt="lbfgs")
+    assert_clean(at)
+    text = page_text(at)
+    assert "These 20 of 300" in text
+    assert not re.search(r"(?<![\d.])0(\.0+)?\s?%", text), text
+
+
+def test_hardest_examples_count_never_learned_as_forgotten_infinitely_often():
+    from core import metrics, report
+
+    at = open_page("views/hardest_examples.py", **SMALL)
+    assert_clean(at)
+    run = same_run(dataset="digits", n_train=300, iterations=60)
+    never = metrics.never_learned(run.learned_at, run.forgetting_events)
+    zero = int(((run.forgetting_events == 0) & ~never).sum())
+    assert never.sum() > 0 and zero > 0
+    text = page_text(at)
+    assert (f"Full-batch training rarely forgets: {zero:,} of 300 training images were never "
+            f"forgotten once learned (0 events), {int(never.sum()):,} were never learned") in text
+    shown = report.hardest(run, 60, 30)
+    position = next(r for r, i in enumerate(shown) if never[i])
+    at.selectbox(key="ws_v/Hardest_examples/ex").set_value(position).run()
+    assert_clean(at)
+    assert any("**∞**" in m.value for m in at.markdown)
+    learned = next(r for r, i in enumerate(shown) if not never[i])
+    at.selectbox(key="ws_v/Hardest_examples/ex").set_value(learned).run()
+    count = int(run.forgetting_events[shown[learned]])
+    assert any(f"**{count}** times" in m.value for m in at.markdown)
+    assert not any("∞" in m.value for m in at.markdown if m.value.startswith("- "))
+
+
+def test_one_vs_rest_first_step_says_it_is_minus_the_mean_image_and_shows_the_contrasts():
+    from core import metrics
+    from ui.resources import dataset
+
+    at = open_page("views/first_step.py", **SMALL, model="ovr")
+    assert_clean(at)
+    text = page_text(at)
+    assert at.title[0].value.startswith("The first one-vs-rest step is minus the average image")
+    run = same_run(dataset="digits", n_train=300, iterations=60, model="ovr")
+    ds = dataset("digits")
+    x = ds.x_train[run.train_indices].reshape(300, -1) / 255.0
+    y = ds.y_train[run.train_indices]
+    W1, _ = metrics.first_step_closed_form(x, y, 10, 1.0, "ovr")
+    to_mean = metrics.similarity(W1, np.broadcast_to(-x.mean(axis=0), W1.shape))
+    to_class = metrics.similarity(W1, metrics.class_means(x, y, 10))
+    assert to_class.max() < 0 < to_mean.min()
+    assert (f"Each step-1 image correlates {to_mean.min():.2f} to {to_mean.max():.2f} with minus "
+            f"the mean image, and {to_class.min():.2f} to {to_class.max():.2f} with its own class "
+            "mean") in text
+    captions = [img.caption for e in at.get("image") for img in e.proto.imgs]
+    assert any("Row 3: each class mean minus the mean of all images" in c for c in captions)
+    softmax = open_page("views/first_step.py", **SMALL)
+    assert softmax.title[0].value == "The first gradient step is an average image"
+    assert "minus the mean image" not in page_text(softmax)
+
+
+def test_home_says_the_noise_comes_before_the_overfitting():
+    at = open_page(HOME, **SMALL)
+    assert_clean(at)
+    text = page_text(at)
+    assert "noise is overfitting" not in text
+    assert "overfitting begins only where that stops paying" in text

@@ -67,3 +67,47 @@ def summary_maker(run: Run, ds: Dataset, link: str):
     from core import report
     traj = trajectory(run, ds)
     return lambda: report.summary_html(run, ds, traj, link=link)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Decomposing the training images…")
+def _spectrum(subset: str, step: float, _run: Run, _ds: Dataset) -> analysis.Spectrum:
+    return analysis.spectrum(_run, _ds)
+
+
+def spectrum(run: Run, ds: Dataset) -> analysis.Spectrum:
+    """:func:`core.analysis.spectrum`, shared by every run on the same training images and
+    step size (read-only: not copied)."""
+    return _spectrum(analysis.subset_key(run), float(run.learning_rate), run, ds)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _spectrum_curves(run_id: str, _run: Run, _ds: Dataset) -> dict[str, np.ndarray]:
+    sp = spectrum(_run, _ds)
+    S, K = _run.snapshot_weights.shape[:2]
+    est = sp.roughness_estimate(_run.snapshot_weights.reshape(S * K, -1)).reshape(S, K)
+    return {"fitted": np.array([sp.fitted(int(t)) for t in _run.snapshot_iterations]),
+            "roughness_estimate": est.mean(axis=1)}
+
+
+def spectrum_curves(run: Run, ds: Dataset) -> dict[str, np.ndarray]:
+    """Per snapshot (S,): ``fitted`` directions (a t lambda > 1) and ``roughness_estimate``
+    (mean over classes of the spectrum's estimate), computed once per run."""
+    return _spectrum_curves(run_id(run), run, ds)
+
+
+def l2_path(run: Run, ds: Dataset):
+    """The background :class:`~core.tasks.Task` of :func:`core.analysis.l2_path` for ``run``."""
+    from ui.resources import task_store
+    return task_store().get(
+        f"{run_id(run)}/l2", lambda task: analysis.l2_path(run, ds, progress=task.progress),
+        label=f"early stopping vs L2 ({run.config.n_train:,} images, "
+              f"{run.iterations_done:,} steps)")
+
+
+def max_margin(run: Run, ds: Dataset):
+    """The background :class:`~core.tasks.Task` of :func:`core.analysis.max_margin`, shared
+    by every run on the same training images."""
+    from ui.resources import task_store
+    return task_store().get(f"{analysis.subset_key(run)}/max-margin",
+                            lambda task: analysis.max_margin(run, ds),
+                            label=f"max-margin limit ({run.config.n_train:,} images)")

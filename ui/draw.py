@@ -147,3 +147,29 @@ def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[st
                                      "shared scale would leave the early rows blank.",
              file_name=file_name)
     show_png(render.colorbar(1.0, tick_labels=("- row max", "0", "+ row max")))
+
+
+def background(task, what: str, expect: str = ""):
+    """The result of a background ``task`` (:mod:`core.tasks`) when it is ready, else None.
+
+    While it runs, a line says what is being computed and how far it is, refreshed every
+    second by a fragment (the rest of the page stays as it is); when the task finishes,
+    the whole page reruns once to draw the result. A failed task is shown as an error.
+    """
+    if task.finished:
+        if task.error:
+            st.error(f"Could not compute {what}: {md(task.error)}", icon=":material/error:")
+            return None
+        return task.result
+
+    @st.fragment(run_every=1.0)
+    def _poll():
+        if task.finished:
+            st.rerun()
+        done = f"{task.done} of {task.total}, " if task.total else ""
+        st.info(f"Computing {what} in the background ({done}{task.elapsed:.0f} s so far"
+                f"{'; ' + expect if expect else ''}). The rest of the page is ready; this part "
+                "appears when it is done.", icon=":material/hourglass_top:")
+
+    _poll()
+    return None

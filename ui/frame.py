@@ -59,6 +59,9 @@ PAGES = (
              ":material/blur_on:", ("show", "from")),
     PageSpec("views/hardest_examples.py", "Hardest examples", "Hardest_examples",
              ":material/psychology_alt:", ("t", "split", "cls", "order", "ex")),
+    PageSpec("views/spectrum.py", "Why the noise", "Spectrum", ":material/equalizer:",
+             ("t", "k")),
+    PageSpec("views/limit.py", "Where it heads", "Limit", ":material/trending_flat:", ("t",)),
 )
 BY_PATH = {p.path: p for p in PAGES}
 PAGE_PATHS = {p.path for p in PAGES if p.path}

@@ -77,3 +77,10 @@ def _env_int(name: str, default: int) -> int:
         return max(1, int(os.environ.get(name, default)))
     except ValueError:
         return default
+
+
+@st.cache_resource
+def task_store():
+    """The process-wide store of background analyses (see :mod:`core.tasks`)."""
+    from core.tasks import TaskStore
+    return TaskStore()

@@ -1,0 +1,99 @@
+"""Slow analyses computed once, in the background, shared by every session.
+
+A page asks :meth:`TaskStore.get` for a result by key; the first ask starts the
+computation on the store's worker thread (one at a time, so two analyses never
+fight over the two cores with each other), later asks get the same :class:`Task`.
+The page draws what is ready and shows the task's progress for the rest, so a
+control never waits on a solve. Finished results are kept up to ``max_entries``
+(least recently asked for evicted first). This module knows nothing of Streamlit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from core.runs import log
+
+
+class Task:
+    """One background computation: its progress, then its result or its error."""
+
+    def __init__(self, key: str, label: str):
+        self.key, self.label = key, label
+        self.done, self.total = 0, 0
+        self.result: Any = None
+        self.error: str = ""
+        self.started = time.perf_counter()
+        self.seconds: float | None = None  # set when finished
+        self._finished = threading.Event()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def elapsed(self) -> float:
+        return self.seconds if self.seconds is not None else time.perf_counter() - self.started
+
+    def progress(self, done: int, total: int) -> None:
+        """Called by the computation as it goes."""
+        self.done, self.total = done, total
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until finished (tests and the benchmark; pages never wait)."""
+        return self._finished.wait(timeout)
+
+    def _run(self, fn: Callable[["Task"], Any]) -> None:
+        self.started = time.perf_counter()
+        try:
+            self.result = fn(self)
+        except Exception as exc:  # noqa: BLE001 - shown on the page, logged for the operator
+            log.exception("analysis %s failed", self.label)
+            self.error = f"{type(exc).__name__}: {exc}"
+        self.seconds = time.perf_counter() - self.started
+        log.info("analysis %s %s in %.1f s", self.label, "failed" if self.error else "finished",
+                 self.seconds)
+        self._finished.set()
+
+
+class TaskStore:
+    """Background tasks by key, run one at a time on a worker thread."""
+
+    def __init__(self, max_entries: int = 32):
+        self.max_entries = max_entries
+        self._tasks: OrderedDict[str, Task] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="weightscope-analysis")
+
+    def get(self, key: str, fn: Callable[[Task], Any], label: str = "") -> Task:
+        """The task for ``key``, started now with ``fn(task)`` if there is none.
+
+        A task that failed is started again on the next ask (the cause may be gone).
+        """
+        with self._lock:
+            task = self._tasks.get(key)
+            if task is not None and not (task.finished and task.error):
+                self._tasks.move_to_end(key)
+                return task
+            task = Task(key, label or key)
+            self._tasks[key] = task
+            while len(self._tasks) > self.max_entries:
+                old_key = next(iter(self._tasks))
+                if not self._tasks[old_key].finished:
+                    break  # never forget a task still running or queued
+                self._tasks.pop(old_key)
+        self._pool.submit(task._run, fn)
+        return task
+
+    def wait_all(self, timeout: float | None = None) -> bool:
+        """Block until every task asked for so far has finished (tests, the benchmark)."""
+        with self._lock:
+            tasks = list(self._tasks.values())
+        return all(task.wait(timeout) for task in tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
