@@ -156,7 +156,9 @@ def lines(
     """
     order = list(dict.fromkeys(data["series"]))
     color = alt.Color("series:N", title=None, sort=order,
-                      scale=alt.Scale(domain=order, range=(PALETTE * 2)[: len(order)]),
+                      scale=alt.Scale(domain=order, range=PALETTE[: len(order)])
+                      if len(order) <= len(PALETTE) else alt.Scale(domain=order,
+                                                                   scheme="tableau10"),
                       legend=alt.Legend(orient="right", labelLimit=160) if len(order) > 1
                       else None)
     x = alt.X("x:Q", title=x_title,

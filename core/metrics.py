@@ -63,6 +63,32 @@ def first_step_closed_form(
     return W, b
 
 
+def ovr_first_step_parts(means: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The one-vs-rest step-1 weights for a unit step, split into a shared and a class part.
+
+    ``w_k = (n_k / n) (mu_k - mu) - (1/2 - n_k / n) mu``: the first term is the class's
+    contrast with the mean image, the second minus the mean image ``mu`` of all n,
+    nearly the same for every class (with 10 balanced classes, ``0.1 (mu_k - mu) - 0.4
+    mu``). Their sum is :func:`first_step_closed_form` for ``model="ovr"`` and ``a = 1``.
+
+    Parameters
+    ----------
+    means : ndarray (K, d)
+        Class mean images (:func:`class_means`).
+    counts : ndarray (K,)
+        Training images per class.
+
+    Returns
+    -------
+    specific, shared : ndarray (K, d)
+        ``(n_k / n) (mu_k - mu)`` and ``-(1/2 - n_k / n) mu``.
+    """
+    means = np.asarray(means, dtype=np.float64)
+    share = np.asarray(counts, dtype=np.float64) / np.sum(counts)
+    mu = share @ means
+    return share[:, None] * (means - mu), -(0.5 - share)[:, None] * mu
+
+
 def similarity(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Pearson correlation of each image with its reference, (K,).
 
@@ -92,18 +118,27 @@ def roughness(images: np.ndarray) -> np.ndarray:
     return np.divide(tv, l1, out=np.zeros_like(tv), where=l1 > 0)
 
 
-def gradient_concentration(norms: np.ndarray, top: float = 0.1) -> float:
-    """Share of the summed per-example gradient norm carried by the top ``top`` fraction.
-
-    ``norms`` (n,) are ``||p_i - e_{y_i}|| ||x_i||``. Equal norms give ``top``;
-    a gradient driven by a few hard examples gives a value near 1.
-    """
+def top_share(norms: np.ndarray, k: int) -> float:
+    """Share of ``norms.sum()`` carried by the ``k`` largest of ``norms`` (n,); NaN if the
+    sum is not positive."""
     norms = np.asarray(norms, dtype=np.float64)
     total = norms.sum()
     if total <= 0:
         return float("nan")
-    k = max(1, int(round(top * len(norms))))
+    k = min(max(1, int(k)), len(norms))
     return float(np.partition(norms, len(norms) - k)[-k:].sum() / total)
+
+
+def gradient_concentration(norms: np.ndarray, top: float = 0.1) -> float:
+    """Share of the summed per-example gradient norm carried by the top ``top`` fraction.
+
+    ``norms`` (n,) are ``||p_i - e_{y_i}|| ||x_i||``. Equal norms would give ``top``,
+    but they are never equal: at zero weights every residual ``||p_i - e_{y_i}||`` is
+    the same, so the share there measures how the image norms ``||x_i||`` differ. That
+    step-0 value is the baseline; a gradient driven by a few hard examples gives a value
+    near 1.
+    """
+    return top_share(norms, int(round(top * len(norms))))
 
 
 def top_gradient_examples(norms: np.ndarray, k: int) -> np.ndarray:
@@ -111,6 +146,60 @@ def top_gradient_examples(norms: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(norms))
     idx = np.argpartition(-norms, k - 1)[:k]
     return idx[np.argsort(-norms[idx], kind="stable")]
+
+
+def never_learned(learned_at: np.ndarray, forgetting_events: np.ndarray) -> np.ndarray:
+    """Which training examples (n,) were wrong at every iteration from 1 on (bool).
+
+    ``learned_at`` is -1 for an example wrong at the end (:class:`core.run.Run`). One
+    that was right at some iteration and wrong at the end went from right to wrong in
+    between, so it has at least one forgetting event; wrong at the end with none means
+    it was never right.
+    """
+    return (np.asarray(learned_at) < 0) & (np.asarray(forgetting_events) == 0)
+
+
+def forgetting_counts(learned_at: np.ndarray, forgetting_events: np.ndarray) -> np.ndarray:
+    """Forgetting events per training example (n,) as in Toneva et al. (2019), float64.
+
+    The run's count of right-to-wrong transitions, except that an example never learned
+    (:func:`never_learned`) counts as forgotten infinitely often (``inf``): it is the
+    least memorable of all, not the most stable.
+    """
+    counts = np.asarray(forgetting_events, dtype=np.float64).copy()
+    counts[never_learned(learned_at, forgetting_events)] = np.inf
+    return counts
+
+
+def roughness_rise(run) -> dict:
+    """How much of the roughness rise of ``run`` came before its validation minimum.
+
+    Roughness is :func:`roughness` averaged over classes, at the first stored step
+    ``first`` (1 as a rule), at :meth:`~core.run.Run.best_iteration` ``best`` (the
+    validation-loss minimum) and at the last step ``last``; all three are snapshots.
+
+    Returns
+    -------
+    dict
+        ``first``, ``best``, ``last`` (steps); ``at_first``, ``at_best``, ``at_last``
+        (roughness there); ``share``: ``(at_best - at_first) / (at_last - at_first)``,
+        the fraction of the rise reached by the minimum (NaN when roughness did not
+        rise); ``overfits``: whether validation loss has its minimum before the last
+        snapshot (False without validation data).
+    """
+    its = run.snapshot_iterations
+    stepped = its[its >= 1]
+    first = int(stepped[0] if len(stepped) else its[0])
+    best, last = int(run.best_iteration()), int(its[-1])
+    at = {t: float(roughness(run.weights(t)).mean()) for t in {first, best, last}}
+    rise = at[last] - at[first]
+    val = np.asarray(run.snapshot_history["val_loss"], dtype=np.float64)
+    return {
+        "first": first, "best": best, "last": last,
+        "at_first": at[first], "at_best": at[best], "at_last": at[last],
+        "share": (at[best] - at[first]) / rise if rise > 0 else float("nan"),
+        "overfits": bool(np.isfinite(val).any()) and best < last,
+    }
 
 
 def trajectory_metrics(run) -> dict[str, np.ndarray]:
@@ -147,32 +236,6 @@ def trajectory_metrics(run) -> dict[str, np.ndarray]:
         "coef_range": run.snapshot_history["coef_range"].copy(),
         "concentration": np.array(conc),
     }
-
-
-def template_correlation(x: np.ndarray, y: np.ndarray, templates: np.ndarray) -> np.ndarray:
-    """Correlation (n,) of each image of ``x`` (n, d) with the template of its own class.
-
-    With ``templates`` from :func:`class_contrasts`, a high value marks a
-    typical member of its class and a low one an atypical member.
-    """
-    flat = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
-    return similarity(flat, np.asarray(templates, dtype=np.float64).reshape(len(templates), -1)[y])
-
-
-def gradient_typicality(run, typicality: np.ndarray) -> np.ndarray:
-    """Gradient-weighted mean typicality of the training examples at every snapshot, (S,).
-
-    ``sum_i g_i c_i / sum_i g_i`` with ``g_i`` the per-example gradient norm and
-    ``c_i`` the example's :func:`template_correlation`. It falls when the
-    examples still pulling on the weights are the atypical ones.
-    """
-    out = np.full(len(run.snapshot_iterations), np.nan)
-    for s, t in enumerate(run.snapshot_iterations):
-        g = run.grad_norms(int(t)).astype(np.float64)
-        total = g.sum()
-        if total > 0:
-            out[s] = float(g @ typicality / total)
-    return out
 
 
 def example_probabilities(weights: np.ndarray, bias: np.ndarray, x: np.ndarray,

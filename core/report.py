@@ -20,7 +20,7 @@ from core.trainer import one_two_five
 HISTORY_COLUMNS = (
     "iteration", "train_loss", "train_acc", "objective", "val_loss", "val_acc", "test_loss",
     "test_acc", "weight_norm", "coef_range", "similarity_to_step1", "roughness",
-    "top10_gradient_share", "gradient_typicality",
+    "top10_gradient_share",
 )
 
 
@@ -41,7 +41,7 @@ def history_table(run: Run, traj: Mapping[str, np.ndarray]) -> pd.DataFrame:
         "weight_norm": run.snapshot_history["weight_norm"],
         "coef_range": run.snapshot_history["coef_range"],
         "similarity_to_step1": traj["similarity_mean"], "roughness": traj["roughness_mean"],
-        "top10_gradient_share": traj["concentration"], "gradient_typicality": traj["typicality"],
+        "top10_gradient_share": traj["concentration"],
     }
     for name, values in per_snapshot.items():
         column = np.full(T + 1, np.nan)
@@ -55,6 +55,10 @@ def examples_table(run: Run, ds: Dataset, t: int, split: str) -> pd.DataFrame:
 
     ``index`` points into the data set's official training split; ``loss`` is the
     example's term of the objective, ``neg_log_p_true`` its remaining loss -log p(true).
+    Training examples also get ``learned_at`` (-1: wrong at the end), ``forgetting_events``
+    (right-to-wrong transitions, an integer) and ``never_learned`` (wrong at every step:
+    Toneva et al. count those as forgotten infinitely often, see
+    :func:`core.metrics.forgetting_counts`).
     """
     idx = run.train_indices if split == "train" else run.val_indices
     labels = ds.y_train[idx]
@@ -70,6 +74,7 @@ def examples_table(run: Run, ds: Dataset, t: int, split: str) -> pd.DataFrame:
         table["gradient_norm"] = run.grad_norms(t)
         table["learned_at"] = run.learned_at
         table["forgetting_events"] = run.forgetting_events
+        table["never_learned"] = metrics.never_learned(run.learned_at, run.forgetting_events)
     return table.sort_values("neg_log_p_true", ascending=False, kind="stable")
 
 
@@ -81,11 +86,28 @@ def hardest(run: Run, t: int, k: int, split: str = "train") -> np.ndarray:
     return np.argsort(-run.neg_log_p_true(t, split), kind="stable")[:k]
 
 
-def regularization_row(label: str, run: Run, t: int) -> dict:
+def equivalent_stopping_step(step_size: float, l2: float) -> float:
+    """The gradient-descent step ``t = 1 / (a l2)`` whose early stopping acts like an L2
+    penalty of strength ``l2``, for step size ``a`` = ``step_size``.
+
+    Under gradient flow, stopping at time ``a t`` shrinks each direction of the data
+    roughly as an L2 penalty of ``1 / (a t)`` does. NaN when ``l2`` is not positive or
+    there is no step size (L-BFGS: ``Run.learning_rate`` is NaN).
+    """
+    if not (np.isfinite(step_size) and step_size > 0 and l2 > 0):
+        return float("nan")
+    return 1.0 / (step_size * l2)
+
+
+def regularization_row(label: str, run: Run, t: int, step_size: float = float("nan")) -> dict:
     """One row of the regularization table: ``run`` stopped at snapshot ``t``.
 
     ``gap`` is train minus validation accuracy; ``best val loss`` and ``best at`` look
     at the snapshots up to ``t`` only (for early stopping, ``t`` is the best one).
+    ``roughness`` is NaN for a run with an L1 penalty: total variation / L1 counts the
+    edges of its zero patches, so it would score sparsity as noise (read ``zeros``).
+    ``like stopping at`` is :func:`equivalent_stopping_step` of ``step_size`` (the
+    unpenalised run's step) and the run's L2, rounded; NaN without either.
     """
     its = run.snapshot_iterations
     slot = int(np.searchsorted(its, t))
@@ -101,9 +123,21 @@ def regularization_row(label: str, run: Run, t: int) -> dict:
         "val loss": float(run.snapshot_history["val_loss"][slot]),
         "best val loss": float(upto[best]),
         "best at": int(its[best]),
-        "roughness": float(metrics.roughness(w).mean()),
+        "roughness": float("nan") if run.config.l1 > 0 else float(metrics.roughness(w).mean()),
         "zeros": float((w == 0).mean()),
+        "like stopping at": float(np.round(equivalent_stopping_step(step_size, run.config.l2))),
     }
+
+
+def percent(share: float) -> str:
+    """``share`` (a fraction) as a percentage with two significant digits below 10 %, so
+    that a small share never reads "0 %" (0.0004 -> "0.04%", 0.153 -> "15%")."""
+    if not np.isfinite(share):
+        return "n/a"
+    if share == 0 or share >= 0.1:
+        return f"{share:.0%}"
+    digits = np.format_float_positional(100 * share, precision=2, fractional=False, trim="-")
+    return f"{digits}%"
 
 
 def _img(png: bytes, alt: str) -> str:

@@ -84,11 +84,13 @@ class Preset:
 PRESETS = (
     Preset("Reproduce the answer",
            "Softmax on 1,000 images, 30,000 steps at the auto step: templates first, noise "
-           "later, validation loss turning up near 10,000 steps.",
+           "later. Validation loss turns up near step 6,000, after most of the noise has "
+           "come: the noise is not the overfitting.",
            Settings(n_train=1000, iterations=30_000), "Trajectory"),
     Preset("Regularization fixes it",
-           "The same run with L2 = 0.01: the weight images stay smooth and the validation "
-           "loss keeps falling.",
+           "The same run with L2 = 0.01: the weight images stay smoother (roughness 1.50 "
+           "against 1.76 without a penalty at step 30,000) and the validation loss keeps "
+           "falling.",
            Settings(n_train=1000, iterations=30_000, l2=0.01), "Overfitting"),
     Preset("Full data",
            "Softmax on all 50,000 training images, 2,000 steps: little overfitting, "
@@ -101,7 +103,7 @@ PRESETS = (
            Settings(n_train=50_000, iterations=300, optimizer="lbfgs"), "Trajectory"),
     Preset("One-vs-rest as in the derivation",
            "One sigmoid per class, exactly the answer's model: the first step is "
-           "0.5 a (sum of the class - sum of the others) / n.",
+           "0.5 a (sum of the class - sum of the others) / n, mostly minus the mean image.",
            Settings(model="ovr", n_train=1000, iterations=10_000), "First_step"),
 )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+import queue
 from typing import Any, Callable
 
 from core.runs import log
@@ -26,6 +26,7 @@ class Task:
         self.key, self.label = key, label
         self.done, self.total = 0, 0
         self.result: Any = None
+        self.partial: dict = {}  # what a computation publishes before it finishes
         self.error: str = ""
         self.started = time.perf_counter()
         self.seconds: float | None = None  # set when finished
@@ -67,7 +68,15 @@ class TaskStore:
         self.max_entries = max_entries
         self._tasks: OrderedDict[str, Task] = OrderedDict()
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="weightscope-analysis")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # A daemon thread: a server that is stopped does not wait for an analysis to end
+        # (a ThreadPoolExecutor's workers are joined at exit, which held Ctrl+C for minutes).
+        threading.Thread(target=self._work, name="weightscope-analysis", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            task, fn = self._queue.get()
+            task._run(fn)
 
     def get(self, key: str, fn: Callable[[Task], Any], label: str = "") -> Task:
         """The task for ``key``, started now with ``fn(task)`` if there is none.
@@ -86,7 +95,7 @@ class TaskStore:
                 if not self._tasks[old_key].finished:
                     break  # never forget a task still running or queued
                 self._tasks.pop(old_key)
-        self._pool.submit(task._run, fn)
+        self._queue.put((task, fn))
         return task
 
     def wait_all(self, timeout: float | None = None) -> bool:

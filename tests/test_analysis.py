@@ -50,17 +50,12 @@ def test_trajectory_agrees_with_a_recomputation_from_the_definitions(run, digits
     its = run.snapshot_iterations
     S, K = len(its), 10
     assert set(traj) == {"iteration", "similarity", "roughness", "similarity_mean",
-                         "roughness_mean", "coef_range", "concentration",
-                         "example_typicality", "typicality"}
+                         "roughness_mean", "coef_range", "concentration"}
     assert np.array_equal(traj["iteration"], its) and its[1] == 1
     idx = run.train_indices
     x = digits.x_train[idx].reshape(len(idx), -1) / 255.0
     y = digits.y_train[idx]
     n = len(y)
-    mu = x.mean(axis=0)
-    contrast = np.stack([x[y == k].mean(axis=0) - mu for k in range(K)])
-    typical = np.array([pearson(x[i], contrast[y[i]]) for i in range(n)])
-    assert np.allclose(traj["example_typicality"], typical, atol=1e-12)
 
     W1 = run.weights(1)
     for s in range(1, S):
@@ -81,7 +76,6 @@ def test_trajectory_agrees_with_a_recomputation_from_the_definitions(run, digits
         g = run.grad_norms(t).astype(np.float64)
         top = np.sort(g)[::-1][: round(0.1 * n)]
         assert traj["concentration"][s] == pytest.approx(top.sum() / g.sum(), rel=1e-12)
-        assert traj["typicality"][s] == pytest.approx((g * typical).sum() / g.sum(), rel=1e-9)
     # Zero weights have no shape.
     assert np.isnan(traj["similarity"][0]).all() and np.isnan(traj["roughness"][0]).all()
     assert traj["similarity_mean"][1] == pytest.approx(1.0)

@@ -72,7 +72,7 @@ CASES = [
          {"cls": "3"}, view_inputs={"Class": "Dress"}),
     Case("Trajectory", "/Trajectory", "From templates to noise",
          {"model": "ovr", "t": "100"}, view_sliders={"Gradient step (stored snapshots": "100"}),
-    Case("Overfitting", "/Overfitting", "Noise is overfitting; regularization removes it",
+    Case("Overfitting", "/Overfitting", "The noise comes first; overfitting is where it stops paying",
          {"show": "its best validation step"},
          view_radios={"Show each run at": "its best validation step"}),
     Case("Hardest_examples", "/Hardest_examples", "Which examples still carry loss",

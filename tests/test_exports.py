@@ -146,3 +146,63 @@ def test_tiny_probabilities_are_not_printed_as_zero():
     assert probability(0.5) == "0.500" and probability(0.0) == "0.000"
     assert probability(2.16e-4) == "2.2e-04"
     assert float(probability(3e-9)) == pytest.approx(3e-9)
+
+
+def test_history_csv_has_no_typicality_column(run, traj):
+    """'Typicality of what pulls' moved too little to show anything (0.52 -> 0.45 -> 0.46 on
+    the answer's run): it is gone from the history table."""
+    table = report.history_table(run, traj)
+    assert not [c for c in table.columns if "typical" in c]
+    assert table.loc[run.snapshot_iterations, "top10_gradient_share"].tolist() == pytest.approx(
+        traj["concentration"].tolist(), nan_ok=True)
+
+
+def test_examples_csv_marks_the_never_learned_beside_the_integer_forgetting_count(run, digits):
+    from core import metrics
+
+    t = run.iterations_done
+    table = pd.read_csv(io.StringIO(report.examples_table(run, digits, t, "train")
+                                    .to_csv(index=False)))
+    assert table["forgetting_events"].dtype.kind == "i"
+    assert table["never_learned"].dtype == bool
+    by_position = pd.Series(np.arange(len(run.train_indices)), index=run.train_indices)
+    pos = by_position[table["index"]].to_numpy()
+    never = metrics.never_learned(run.learned_at, run.forgetting_events)
+    assert np.array_equal(table["never_learned"], never[pos])
+    # Never learned: wrong at the end and never right before (no right-to-wrong event).
+    assert (table.loc[table["never_learned"], "learned_at"] == -1).all()
+    assert (table.loc[table["never_learned"], "forgetting_events"] == 0).all()
+    assert 0 < table["never_learned"].sum() < len(table)
+
+
+def test_the_l1_run_is_read_by_its_zeros_not_its_roughness(digits):
+    l1 = train(digits, TrainConfig(n_train=300, iterations=200, n_val=100, l1=0.003))
+    row = report.regularization_row("L1", l1, l1.iterations_done)
+    assert np.isnan(row["roughness"])
+    assert row["zeros"] == pytest.approx((l1.weights(l1.iterations_done) == 0).mean())
+    assert row["zeros"] > 0.1
+
+
+def test_each_l2_run_gets_the_stopping_step_it_acts_like(run, digits):
+    a = run.learning_rate
+    l2 = train(digits, TrainConfig(n_train=300, iterations=200, n_val=100, l2=0.01))
+    row = report.regularization_row("L2 0.01", l2, l2.iterations_done, step_size=a)
+    assert row["like stopping at"] == round(1 / (a * 0.01))
+    assert report.equivalent_stopping_step(1 / 54.75, 0.01) == pytest.approx(5475)
+    # No penalty, or no step size (L-BFGS): no equivalent step.
+    assert np.isnan(report.regularization_row("none", run, 200, step_size=a)["like stopping at"])
+    assert np.isnan(report.regularization_row("L2", l2, 200)["like stopping at"])
+    assert np.isnan(report.equivalent_stopping_step(float("nan"), 0.01))
+
+
+@pytest.mark.parametrize("share,text", [
+    (20 / 50_000, "0.04%"), (0.00123, "0.12%"), (0.096, "9.6%"), (0.153, "15%"), (1.0, "100%"),
+    (0.0, "0%"),
+])
+def test_a_small_share_never_reads_as_zero(share, text):
+    assert report.percent(share) == text
+
+
+def test_no_positive_share_prints_as_zero_percent():
+    for share in np.geomspace(1e-7, 1, 200):
+        assert report.percent(share).rstrip("%").strip("0.") != ""

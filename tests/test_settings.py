@@ -163,3 +163,49 @@ def test_a_bounded_float_names_its_range():
     with pytest.raises(ValueError, match="outside 0 to 0.99"):
         share.parse("2")
     assert share.problem(2.0) == "Momentum is outside 0 to 0.99."
+
+
+def test_the_learning_rate_help_says_1_over_L_is_safe_not_the_largest_step():
+    """Any step below 2/L decreases the loss, so 1/L is not "the largest step that never
+    increases the loss": a step of 1.9/L decreases it at every step too."""
+    import numpy as np
+
+    from core.data import load_digits_dataset
+    from core.trainer import train
+
+    text = BY_NAME["learning_rate"].help
+    assert "largest" not in text and "2/L" in text and "1/L" in text
+    ds = load_digits_dataset()
+    cfg = TrainConfig(n_train=300, iterations=60, n_val=50, dtype="float64")
+    L = train(ds, cfg.replace(iterations=1)).smoothness
+    run = train(ds, cfg.replace(learning_rate=1.9 / L))
+    assert not run.diverged
+    assert np.all(np.diff(run.history["objective"]) < 0)
+
+
+@pytest.mark.realdata
+def test_the_overfitting_presets_say_what_their_runs_show(fashion_dir):
+    """The blurbs' numbers come from the runs they open: the validation minimum of
+    "Reproduce the answer" (near step 6,000, after most of the roughness rise), and the
+    roughness of "Regularization fixes it" against no penalty, whose validation loss is
+    still falling at the end."""
+    import re
+
+    from core import metrics
+    from core.data import load_dataset
+    from core.trainer import train
+
+    ds = load_dataset("fashion-mnist")
+    answer, l2 = PRESETS[0], PRESETS[1]
+    assert answer.title == "Reproduce the answer" and l2.settings.l2 > 0
+    base = train(ds, answer.settings.config())
+    smooth = train(ds, l2.settings.config())
+    rise = metrics.roughness_rise(base)
+    near = int(re.search(r"turns up near step ([\d,]+)", answer.blurb).group(1).replace(",", ""))
+    assert abs(rise["best"] - near) <= 0.1 * near and rise["overfits"]
+    assert rise["share"] > 0.5, "most of the noise comes before the validation minimum"
+    with_l2, without = re.search(r"roughness ([\d.]+) against ([\d.]+) without", l2.blurb).groups()
+    assert float(with_l2) == round(metrics.roughness_rise(smooth)["at_last"], 2)
+    assert float(without) == round(rise["at_last"], 2)
+    assert not metrics.roughness_rise(smooth)["overfits"]  # "the validation loss keeps falling"
+    assert "is overfitting" not in " ".join(p.blurb for p in PRESETS)

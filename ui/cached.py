@@ -99,7 +99,8 @@ def l2_path(run: Run, ds: Dataset):
     """The background :class:`~core.tasks.Task` of :func:`core.analysis.l2_path` for ``run``."""
     from ui.resources import task_store
     return task_store().get(
-        f"{run_id(run)}/l2", lambda task: analysis.l2_path(run, ds, progress=task.progress),
+        f"{run_id(run)}/l2", lambda task: analysis.l2_path(run, ds, progress=task.progress,
+                                                     into=task.partial),
         label=f"early stopping vs L2 ({run.config.n_train:,} images, "
               f"{run.iterations_done:,} steps)")
 

@@ -149,22 +149,26 @@ def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[st
     show_png(render.colorbar(1.0, tick_labels=("- row max", "0", "+ row max")))
 
 
-def background(task, what: str, expect: str = ""):
+def background(task, what: str, expect: str = "", part=None):
     """The result of a background ``task`` (:mod:`core.tasks`) when it is ready, else None.
 
     While it runs, a line says what is being computed and how far it is, refreshed every
     second by a fragment (the rest of the page stays as it is); when the task finishes,
     the whole page reruns once to draw the result. A failed task is shown as an error.
+    With ``part``, the page needs only ``task.partial[part]``: it is returned (and the
+    page rerun) as soon as the task has published it.
     """
+    if part is not None and part in task.partial:
+        return task.partial[part]
     if task.finished:
         if task.error:
             st.error(f"Could not compute {what}: {md(task.error)}", icon=":material/error:")
             return None
-        return task.result
+        return task.result if part is None else task.result.get(part)
 
     @st.fragment(run_every=1.0)
     def _poll():
-        if task.finished:
+        if task.finished or (part is not None and part in task.partial):
             st.rerun()
         done = f"{task.done} of {task.total}, " if task.total else ""
         st.info(f"Computing {what} in the background ({done}{task.elapsed:.0f} s so far"

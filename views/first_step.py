@@ -1,4 +1,5 @@
-"""First step: each weight image after one step is a closed-form contrast of class means."""
+"""First step: each weight image after one step is a closed-form contrast of class means
+(for one-vs-rest, mostly minus the mean image, plus a class contrast)."""
 
 import numpy as np
 import streamlit as st
@@ -9,7 +10,9 @@ from ui import cached, draw, frame
 page = frame.current()
 ds = page.ds
 cfg = page.config
-st.title("The first gradient step is an average image")
+st.title("The first one-vs-rest step is minus the average image, plus a class contrast"
+         if cfg.model == "ovr" and ds.n_classes > 2 else
+         "The first gradient step is an average image")
 
 run = page.run(label="the current settings")
 lbfgs = cfg.optimizer == "lbfgs"
@@ -50,8 +53,23 @@ else:
     st.latex(r"W = 0 \Rightarrow \sigma(0) = \tfrac12 \Rightarrow "
              r"w_k^{(1)} = \frac{a}{n}\cdot\frac12\Big(\sum_{i:\,y_i = k} x_i - "
              r"\sum_{i:\,y_i \neq k} x_i\Big)")
+    specific, shared = metrics.ovr_first_step_parts(means, counts)
+    ratio = np.linalg.norm(shared, axis=1) / np.linalg.norm(specific, axis=1)
+    mu = counts @ means / counts.sum()  # the mean of all training images
+    to_mean = metrics.similarity(W1, np.broadcast_to(-mu, W1.shape))
+    to_class = metrics.similarity(W1, means)
     st.markdown(f"Every image of class k is added and every other image subtracted, scaled by "
-                f"a / 2n with a = {a:.4g} and n = {len(y):,}.")
+                f"a / 2n with a = {a:.4g} and n = {len(y):,}. Written with the mean image μ:")
+    st.latex(r"w_k^{(1)} = a\Big(\frac{n_k}{n}\,(\mu_k - \mu) - "
+             r"\big(\tfrac12 - \tfrac{n_k}{n}\big)\,\mu\Big)")
+    st.markdown(
+        (f"The second term, minus the mean image, is {ratio.min():.1f} to {ratio.max():.1f} "
+         "times the first in size, so every class gets nearly the same image. "
+         if ratio.min() > 1 else "")
+        + f"Each step-1 image correlates {to_mean.min():.2f} to {to_mean.max():.2f} with "
+        f"minus the mean image, and {to_class.min():.2f} to {to_class.max():.2f} with its own "
+        "class mean. The class-specific part is the first term: the class mean minus the "
+        "mean of all images, the row \"mean - all\" below.")
 st.latex(r"\text{per example: } \nabla_\theta = \big(\sigma(\theta^\top x) - y\big)\,x"
          r"\qquad\text{not } \sigma(\theta^\top x - y)\,x"
          r"\text{ as the answer's footnote has it}")
@@ -61,12 +79,16 @@ st.caption("In both models the gradient of one example is (p - y) x: its predict
 
 scale = draw.pick_scale(ds.image_shape)
 mean_images = np.clip(means * 255, 0, 255).astype(np.uint8).reshape(K, *ds.image_shape)
+rows = [("trained", run.weights(1)), ("closed form", W1.reshape(K, *ds.image_shape))]
+if cfg.model == "ovr":
+    rows.append(("mean - all", fs["contrasts"].reshape(K, *ds.image_shape)))
 draw.weight_rows(
-    [("trained", run.weights(1)), ("closed form", W1.reshape(K, *ds.image_shape))],
-    ds.class_names, scale=scale, extra=[("class mean", mean_images)],
+    rows, ds.class_names, scale=scale, extra=[("class mean", mean_images)],
     caption="Row 1: the weights after one gradient step of this run. Row 2: the formula "
-            "above, from the class sums alone. Row 3: the class-mean images. Orange "
-            "positive, purple negative, white zero.",
+            "above, from the class sums alone. "
+            + ("Row 3: each class mean minus the mean of all images, the class-specific part "
+               "of the step. Row 4: " if cfg.model == "ovr" else "Row 3: ")
+            + "the class-mean images. Orange positive, purple negative, white zero.",
     file_name="first-step.png")
 
 st.subheader("The numerical proof")

@@ -55,6 +55,13 @@ draw.download("Ranked CSV", lambda: report.examples_table(run, ds, t, split).to_
               f"examples-{split}-step-{t}.csv", "text/csv")
 
 st.subheader("One example")
+never = metrics.never_learned(run.learned_at, run.forgetting_events)
+unforgotten = int(((run.forgetting_events == 0) & ~never).sum())
+st.markdown(
+    f"Full-batch training rarely forgets: {unforgotten:,} of {len(never):,} training images "
+    f"were never forgotten once learned (0 events), {int(never.sum()):,} were never learned "
+    f"and {len(never) - unforgotten - int(never.sum()):,} were forgotten at least once. As in "
+    "Toneva et al. (2019), an image never learned counts as forgotten infinitely often (∞).")
 choice = page.choice(
     st.selectbox, "Example", "ex", 0, range(len(shown)),
     format_func=lambda r: f"#{r + 1}: {ds.class_names[labels[shown[r]]]} predicted as "
@@ -72,11 +79,15 @@ with left:
     draw.thumbnails(image[None], [ds.class_names[y_i]], ncols=1, scale=scale + 1,
                     file_name=f"example-{int(idx[i])}.png")
     if split == "train":
-        learned = int(run.learned_at[i])
-        st.markdown(
-            f"- learned from step: **{learned:,}**" if learned >= 0 else
-            "- learned from step: **never** (wrong at the end)")
-        st.markdown(f"- forgotten (correct, then wrong): **{int(run.forgetting_events[i])}** times")
+        learned, forgotten = int(run.learned_at[i]), int(run.forgetting_events[i])
+        if never[i]:
+            st.markdown("- learned: **never** (wrong at every step)\n"
+                        "- forgotten (correct, then wrong): **∞** (never learned)")
+        else:
+            st.markdown(
+                (f"- learned from step: **{learned:,}**" if learned >= 0 else
+                 "- learned: **not at the end** (right at times, wrong at the last step)")
+                + f"\n- forgotten (correct, then wrong): **{forgotten}** times")
     st.markdown(f"- p(true) at step {t:,}: **{draw.probability(p[y_i])}**; "
                 "gradient norm ‖p − y‖‖x‖ = "
                 f"**{np.linalg.norm(p - np.eye(K)[y_i]) * np.linalg.norm(x):.3f}**")

@@ -17,11 +17,17 @@ st.markdown(
     "the others, so each weight image is an exact contrast of class-mean images.\n"
     "2. **Trajectory**: typical examples are soon predicted well and stop pulling; later "
     "updates come from hard, atypical examples, and the images get harder to read.\n"
-    "3. **Overfitting**: the noise is overfitting; L2, L1 and early stopping remove it.\n"
-    "4. **Hardest examples**: the examples that still carry loss, and what each pulls on."
+    "3. **Overfitting**: the noise comes first, as gradient descent fits ever finer "
+    "directions of the data; overfitting begins only where that stops paying, at the "
+    "validation-loss minimum. L2 and early stopping keep the images smoother.\n"
+    "4. **Hardest examples**: the examples that still carry loss, and what each pulls on.\n"
+    "5. **Why the noise**: descent fits the directions of the images one after another, "
+    "smooth ones first and ever finer ones later.\n"
+    "6. **Where it heads**: on separable images the weights turn toward the max-margin "
+    "rule, set by a few hard examples; the typical ones stop pulling."
 )
 
-cols = st.columns(4)
+cols = st.columns(len(frame.PAGES) - 1)
 for col, spec in zip(cols, frame.PAGES[1:]):
     # The current settings travel along, so the page opens on the same run.
     col.page_link(frame.page_object(spec.path), label=spec.title, icon=spec.icon,

@@ -1,10 +1,13 @@
-"""Overfitting and regularization: the noise is overfitting; penalties and early stopping
-remove it."""
+"""Overfitting and regularization: the noise in the weight images comes first (gradient
+descent fitting ever finer directions of the data); overfitting is where that stops paying,
+and penalties or early stopping cut it short."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import charts, report
+from core import charts, metrics, report
+from core.settings import PRESETS, to_params
 from core.trainer import one_two_five
 from ui import draw, frame, resources
 
@@ -19,7 +22,7 @@ VARIANTS = (
 page = frame.current()
 ds = page.ds
 cfg = page.config
-st.title("Noise is overfitting; regularization removes it")
+st.title("The noise comes first; overfitting is where it stops paying")
 st.info(
     "This page sets each run's penalty itself: the sidebar's L2 and L1 do not apply here. "
     "Data, model, training-set size, steps, learning rate and seed come from the sidebar. "
@@ -41,26 +44,83 @@ if missing:
                  "are kept, so the next visit is instant.")
 base = runs["no penalty"]
 best = base.best_iteration()
+rise = metrics.roughness_rise(base)
+grew = (f"from {rise['at_first']:.2f} at step {rise['first']:,} to {rise['at_last']:.2f} at "
+        f"step {rise['last']:,}")
+spectrum = frame.BY_PATH.get("Spectrum")  # the page on the directions the noise is made of
+if rise["overfits"]:
+    share = rise["share"]
+    st.markdown(
+        (f"**{'All' if share >= 1 else report.percent(share)} of the roughness rise** ({grew}) "
+         f"happened before the validation minimum at step {best:,} (roughness "
+         f"{rise['at_best']:.2f} there), in the run without a penalty. "
+         if np.isfinite(share) else f"Roughness did not rise without a penalty ({grew}). ")
+        + "The noise is gradient descent fitting ever finer directions of the data (the page "
+        f"\"{spectrum.title if spectrum else 'Spectrum'}\" shows them); overfitting begins "
+        "only where that stops paying, at the validation minimum.")
+    if spectrum:
+        st.page_link(frame.page_object(spectrum.path), label=spectrum.title,
+                     icon=spectrum.icon, query_params=page.link_params(spectrum.path))
+elif np.isfinite(base.snapshot_history["val_loss"]).any():
+    st.info(
+        f"Nothing overfits yet at these settings: validation loss is still falling at the "
+        f"last step ({rise['last']:,}), so early stopping picks the last step. "
+        + (f"Roughness still rose, {grew}: the noise comes before any overfitting. "
+           if rise["share"] > 0 else "")
+        + "Fewer images or more steps show where overfitting begins, as in this preset:",
+        icon=":material/trending_down:")
+    preset = next(p for p in PRESETS if p.title == "Reproduce the answer")
+    if preset.settings.dataset in resources.available_datasets():
+        st.page_link(
+            frame.page_object("Overfitting"), icon=":material/play_arrow:",
+            label=f"{preset.title}: {preset.settings.n_train:,} images, "
+                  f"{preset.settings.iterations:,} steps",
+            query_params=to_params(preset.settings,
+                                   resources.dataset(preset.settings.dataset).fingerprint))
+else:
+    st.info("These data have no validation hold-out, so nothing shows where overfitting "
+            "begins.", icon=":material/info:")
 
 images = {label: run.weights(run.iterations_done) for label, run in runs.items()}
 images["early stopping"] = base.weights(best)
-rows = [report.regularization_row(label, run, run.iterations_done) for label, run in runs.items()]
+a = base.learning_rate  # NaN for L-BFGS, which has no step size
+rows = [report.regularization_row(label, run, run.iterations_done, step_size=a)
+        for label, run in runs.items()]
 rows.append(report.regularization_row("early stopping", base, best))
 table = pd.DataFrame(rows)
+if not np.isfinite(a):
+    table = table.drop(columns="like stopping at")
 st.dataframe(
     table, hide_index=True,
     column_config={
-        c: st.column_config.NumberColumn(format="localized" if c in ("step", "best at")
-                                         else "%.3f")  # steps as 30,000, as everywhere else
+        c: st.column_config.NumberColumn(
+            format="localized" if c in ("step", "best at", "like stopping at")
+            else "%.3f")  # steps as 30,000, as everywhere else
         for c in table.columns if c != "run"
     })
 draw.download("Table CSV", table.to_csv(index=False), "regularization.csv", "text/csv")
-st.caption(
+notes = [
     "gap = train acc - val acc; zeros = share of weights exactly zero. "
     "Early stopping is the unpenalised run at the stored snapshot with the lowest validation "
     "loss (the validation images are held out from the training split; the test split never "
     "chooses anything). Roughness: total variation / L1 norm of the weight images, mean over "
-    "classes.")
+    "classes."]
+for label in [label for label, run in runs.items() if run.config.l1 > 0]:
+    zeros = table.loc[table["run"] == label, "zeros"].iloc[0]
+    notes.append(
+        f"{label} has no roughness: {report.percent(zeros)} of its weights are exactly zero, "
+        "and total variation / L1 counts every edge of a zero patch, so it would score "
+        "sparsity as noise. Read it by its zeros.")
+if np.isfinite(a):
+    like = table.dropna(subset=["like stopping at"])
+    notes.append(
+        f"Like stopping at: the step t = 1/(a·L2) at which early stopping acts like that L2 "
+        f"penalty (gradient flow; a = {a:.4g}, the no-penalty run's step): "
+        + "; ".join(f"{label} ≈ stopping at step {step:,.0f}"
+                    for label, step in zip(like["run"], like["like stopping at"])) + ".")
+else:
+    notes.append("L-BFGS has no step size, so no L2 run has an equivalent early-stopping step.")
+st.caption(" ".join(notes))
 
 st.subheader("Validation curves")
 # The runs differ late: from step 1 on, the early descent fills the plot and the curves

@@ -56,29 +56,31 @@ numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][slot]:.
 
 st.subheader("The directions, largest first")
 top_idx = np.arange(min(10, d))
-low_idx = np.arange(max(0, d - 10), d)
-mid = min(d - 10, 400) if d > 20 else 0
+# The very last directions are pixels no training image lights (eigenvalue 0): show the
+# last ten that carry any variance.
+live = int(np.count_nonzero(sp.eigenvalues > 1e-9 * sp.eigenvalues[0]))
+low_idx = np.arange(max(0, live - 10), live)
+mid = min(live - 20, 400) if live > 30 else 0
 rows = [("directions 1-10", sp.eigen_images(top_idx))]
 if mid > 10:
     rows.append((f"directions {mid + 1}-{mid + 10}", sp.eigen_images(np.arange(mid, mid + 10))))
-rows.append((f"directions {low_idx[0] + 1}-{d}", sp.eigen_images(low_idx)))
+rows.append((f"directions {low_idx[0] + 1}-{live}", sp.eigen_images(low_idx)))
 draw.weight_rows(rows, [f"#{i + 1}" for i in top_idx], scale=draw.pick_scale(ds.image_shape, 56),
                  file_name="eigen-images.png",
                  caption="Eigen-images of the training images' second moment x^T x / n (each "
                          "row's columns are consecutive directions). Roughness: "
                          f"{sp.eigen_roughness[:10].mean():.2f} for the first ten, "
-                         f"{sp.eigen_roughness[-10:].mean():.2f} for the last ten.")
+                         f"{sp.eigen_roughness[low_idx].mean():.2f} for the last ten with any variance.")
 
 ranks = np.arange(1, d + 1)
 energy = sp.class_energy(W)
 cum = {ds.class_names[k]: np.cumsum(energy[k]) for k in range(ds.n_classes)}
 rule = sp.fitted(t) + 0.5 if gd and sp.fitted(t) else None
-lam = charts.long_frame(ranks, {"eigenvalue λ": sp.eigenvalues})
-series = {"eigenvalue λ": sp.eigenvalues}
+series = {"eigenvalue λ": sp.eigenvalues[:live]}  # zeros cannot sit on a log axis
 if gd:
-    series["1 / (a t)"] = np.full(d, 1.0 / (run.learning_rate * t))
+    series["1 / (a t)"] = np.full(live, 1.0 / (run.learning_rate * t))
 draw.chart_grid((
-    (charts.lines(charts.long_frame(ranks, series), x_title="direction (largest first)",
+    (charts.lines(charts.long_frame(ranks[:live], series), x_title="direction (largest first)",
                   y_title="eigenvalue of x^T x / n", log_x=True, log_y=True, rule=rule,
                   rule_label="a·t·λ = 1", title="Spectrum of the training images"), "spectrum"),
     (charts.lines(charts.long_frame(ranks, cum), x_title="direction (largest first)",
@@ -144,10 +146,11 @@ st.caption(
     "strength 1/(a t) (plus the run's own L2). The converged L2 solutions are computed at "
     f"the 1-2-5 steps; this section shows step {t_l2:,}, the one nearest the slider. Only the "
     "weights are compared: the L2 solution's bias has converged, gradient descent's has not.")
-path = draw.background(cached.l2_path(run, ds), "the converged L2 solutions",
-                       "about a second each at 1,000 images")
-if path is not None:
-    eq = path[t_l2]
+task = cached.l2_path(run, ds)
+eq = draw.background(task, f"the converged L2 solutions for step {t_l2:,}",
+                     "seconds to a minute at 1,000 images", part=t_l2)
+if eq is not None:
+    path = dict(sorted(task.partial.items()))
     lo, hi = eq.strength_range
     cols = st.grid(4, min_column_width=170)
     cols.metric("Strength 1/(a t)", f"{eq.predicted_strength:.3g}")
@@ -170,15 +173,18 @@ if path is not None:
                            "best_range_low": e.strength_range[0],
                            "best_range_high": e.strength_range[1], "norm_ratio": e.norm_ratio}
                           for s, e in path.items()])
+    over_training = (charts.curves(charts.frame({"cosine at 1/(a t)": (
+        table["step"].to_numpy(), table["cosine_at_1_over_at"].to_numpy())}),
+        y_title="cosine with the L2 solution", selected=t_l2,
+        title="Early stopping vs L2 over training"), "l2-cosine-over-training")
     draw.chart_grid((
         (charts.lines(charts.long_frame(eq.factors, {f"step {t_l2:,}": eq.cosines}),
                       x_title="strength / (1 / (a t))", y_title="cosine with W_t", log_x=True,
                       rule=1.0, rule_label="1 / (a t)", points=True,
                       title="Which L2 strength matches step t"), "l2-cosine-vs-strength"),
-        (charts.curves(charts.frame({"cosine at 1/(a t)": (table["step"].to_numpy(),
-                                                          table["cosine_at_1_over_at"].to_numpy())}),
-                       y_title="cosine with the L2 solution", selected=t_l2,
-                       title="Early stopping vs L2 over training"), "l2-cosine-over-training"),
-    ))
+    ) + ((over_training,) if len(table) > 1 else ()))
+    if len(path) < len(steps):
+        st.caption(f"{len(path)} of {len(steps)} steps solved so far; the rest appear as you "
+                   "move the slider or reload.")
     draw.download("Early stopping vs L2 CSV", lambda: table.to_csv(index=False),
                   "early-stopping-vs-l2.csv", "text/csv")

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core import charts, metrics, report
+from core.report import percent
 from core.trainer import one_two_five
 from ui import cached, draw, frame
 
@@ -39,10 +40,12 @@ numbers.metric("Similarity to step 1", f"{traj['similarity_mean'][slot]:.2f}",
 numbers.metric("Roughness", f"{traj['roughness_mean'][slot]:.2f}",
                help="Total variation of the weight image divided by its L1 norm (mean over "
                     "classes): about 0.5 for a smooth silhouette, higher for noise.")
-numbers.metric("Top-10 % gradient share", f"{traj['concentration'][slot]:.0%}",
+numbers.metric("Top-10 % gradient share", percent(traj["concentration"][slot]),
                help="Share of the summed per-example gradient norm ||p - y|| ||x|| carried by the "
-                    "10 % of training examples with the largest one. 10 % means every example "
-                    "pulls equally.")
+                    "10 % of training examples with the largest one. At step 0 every residual "
+                    "||p - y|| is the same, so the share there, "
+                    f"{percent(traj['concentration'][0])}, comes from image norms alone: that "
+                    "is the baseline, not 10 %.")
 
 st.subheader(f"Weight images at step {t:,}")
 draw.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale,
@@ -67,10 +70,7 @@ shape = charts.frame({
     "similarity to step 1": (snaps, traj["similarity_mean"]),
     "roughness": (snaps, traj["roughness_mean"]),
 })
-pull = charts.frame({
-    "top 10 % gradient share": (snaps, traj["concentration"]),
-    "typicality of what pulls": (snaps, traj["typicality"]),
-})
+pull = charts.frame({"top 10 % gradient share": (snaps, traj["concentration"])})
 crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
 draw.chart_grid((
     (charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"), "loss"),
@@ -78,7 +78,7 @@ draw.chart_grid((
      "accuracy"),
     (charts.curves(shape, y_title="value (unitless)", selected=sel,
                    title="Shape of the weight images"), "weight-image-shape"),
-    (charts.curves(pull, y_title="share / correlation", selected=sel,
+    (charts.curves(pull, y_title="share of the summed gradient norm", selected=sel,
                    title="Who pulls on the weights"), "gradient-concentration"),
     (charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
                    title="Coefficient range", log_y=True), "coefficient-range"),
@@ -86,22 +86,26 @@ draw.chart_grid((
 draw.download("History CSV", lambda: report.history_table(run, traj).to_csv(index=False),
               "history.csv", "text/csv")
 st.caption(
-    "Typicality of what pulls: the gradient-weighted mean correlation of each training image "
-    "with its own class's contrast image (class mean minus the mean of all images). It falls "
-    "as typical examples are learned and stop pulling, leaving the gradient to atypical ones.")
+    f"Who pulls: at step 0 the top 10 % carry {percent(traj['concentration'][0])}, from image "
+    "norms alone; a share above that means some examples pull harder because they are still "
+    "predicted badly. The page \"Where it heads\" shows which examples stop pulling: the share "
+    "of the pull carried by examples that are not support vectors of the max-margin limit.")
+heads = frame.BY_PATH.get("Limit")  # the page "Where it heads"
+if heads:
+    st.page_link(frame.page_object(heads.path), label=heads.title, icon=heads.icon,
+                 query_params=page.link_params(heads.path))
 
 st.subheader(f"The examples that carry the gradient at step {t:,}")
 norms = run.grad_norms(t)
 top = metrics.top_gradient_examples(norms, 20)
 y = ds.y_train[run.train_indices]
 pred = run.predictions(t)
-share = norms[top].sum() / max(norms.sum(), 1e-30)
+share, baseline = metrics.top_share(norms, len(top)), metrics.top_share(run.grad_norms(0), len(top))
 st.markdown(
-    f"These {len(top)} of {len(norms):,} training images ({len(top) / len(norms):.1%} of them) "
-    f"carry **{share:.0%}** of the summed gradient norm (equal pulls would give "
-    f"{len(top) / len(norms):.1%})."
-    f" Their mean typicality is **{traj['example_typicality'][top].mean():.2f}**, against "
-    f"{traj['example_typicality'].mean():.2f} for all training images.")
+    f"These {len(top)} of {len(norms):,} training images ({percent(len(top) / len(norms))} of "
+    f"them) carry **{percent(share)}** of the summed gradient norm. At step 0, where every "
+    f"residual ‖p − y‖ is the same and only the image norms differ, the {len(top)} largest "
+    f"carry {percent(baseline)}.")
 draw.thumbnails(
     ds.x_train[run.train_indices][top],
     [f"{ds.class_names[y[i]]}\nas {ds.class_names[pred[i]]}" for i in top],
