@@ -257,19 +257,25 @@ class EquivalentL2:
     norm_ratio: float
 
 
-def _l2_applies(run: Run) -> str:
+def l2_unavailable(run: Run) -> str:
     """Why the early-stopping/L2 match is not shown for ``run`` ("" when it is)."""
     if run.config.optimizer == "lbfgs":
         return ("L-BFGS chooses its own steps, so its iterations have no step size a to "
                 "turn into a strength 1/(a t).")
     if run.config.l1:
         return "An L1 run's proximal steps are not a gradient flow: the match is for L2 only."
+    n = len(run.train_indices)
+    if n > MAX_SOLVE_IMAGES:
+        return (f"Not computed: {n:,} training images is more than the {MAX_SOLVE_IMAGES:,} "
+                "this view solves L2 for (minutes per step). Use fewer training images to see "
+                "it.")
     return ""
 
 
 def equivalent_l2(run: Run, ds: Dataset, t: int, *,
                   basis: tuple[np.ndarray, np.ndarray] | None = None,
-                  init: tuple[np.ndarray, np.ndarray] | None = None) -> EquivalentL2:
+                  solved: dict[float, tuple[np.ndarray, np.ndarray]] | None = None
+                  ) -> EquivalentL2:
     """Compare ``W_t`` with the converged L2 solutions at 0.25x to 4x of ``l2 + 1/(a t)``.
 
     Parameters
@@ -277,8 +283,9 @@ def equivalent_l2(run: Run, ds: Dataset, t: int, *,
     t : int
         A stored snapshot, at least 1.
     basis : optional, :func:`eigen_basis` of the run (saves the decomposition).
-    init : (W (K, d), b (K,)), optional
-        Warm start for the strongest penalty (default ``W_t``).
+    solved : dict, optional
+        Solutions already known, ``{strength: (W (K, d), b (K,))}``: each solve starts
+        from the one at the nearest strength (else from ``W_t``), and adds its own.
 
     Raises
     ------
@@ -287,7 +294,7 @@ def equivalent_l2(run: Run, ds: Dataset, t: int, *,
     """
     from core import solvers
 
-    why = _l2_applies(run)
+    why = l2_unavailable(run)
     if why:
         raise ValueError(why)
     if t < 1:
@@ -297,12 +304,14 @@ def equivalent_l2(run: Run, ds: Dataset, t: int, *,
     basis = basis if basis is not None else eigen_basis(run, ds)
     Wt = run.weights(t).reshape(K, -1).astype(np.float64)
     predicted = float(run.config.l2) + 1.0 / (run.learning_rate * t)
-    start = init if init is not None else (Wt, run.bias(t).astype(np.float64))
+    solved = solved if solved is not None else {}
     sols: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     for f in sorted(L2_FACTORS, reverse=True):  # strong to weak: each warm-starts the next
-        start = solvers.l2_logistic(x, y, K, run.config.model, predicted * f, init=start,
-                                    basis=basis, gtol=1e-5)
-        sols[float(f)] = start
+        strength = predicted * f
+        near = min(solved, key=lambda s: abs(np.log(s / strength)), default=None)
+        start = solved[near] if near is not None else (Wt, run.bias(t).astype(np.float64))
+        sols[float(f)] = solved[strength] = solvers.l2_logistic(
+            x, y, K, run.config.model, strength, init=start, basis=basis, gtol=1e-5)
     cos = np.array([cosine(Wt, sols[float(f)][0]) for f in L2_FACTORS])
     best, lo, hi, best_cos = _flat_peak(np.log2(L2_FACTORS), cos, 0.001)
     W1, b1 = sols[1.0]
@@ -346,8 +355,9 @@ def l2_path(run: Run, ds: Dataset, progress=None,
     steps = steps[-1:] + steps[:-1]
     basis = eigen_basis(run, ds)
     out: dict[int, EquivalentL2] = into if into is not None else {}
+    solved: dict = {}
     for i, t in enumerate(steps):
-        out[t] = equivalent_l2(run, ds, t, basis=basis)
+        out[t] = equivalent_l2(run, ds, t, basis=basis, solved=solved)
         if progress is not None:
             progress(i + 1, len(steps))
     return out
@@ -357,8 +367,9 @@ def l2_path(run: Run, ds: Dataset, progress=None,
 # Where unpenalised descent heads: the max-margin limit, and who still pulls
 # ---------------------------------------------------------------------------
 
-#: Above this many training images the hard-margin solve is not attempted.
-MAX_MARGIN_IMAGES = 5000
+#: Above this many training images the hard-margin and L2 solves are not attempted
+#: (minutes each on two cores).
+MAX_SOLVE_IMAGES = 5000
 #: Seconds a hard-margin solve may take before it is stopped ("not determined").
 MAX_MARGIN_SECONDS = 60.0
 #: A training example is a support vector when its margin is at most this.
@@ -399,7 +410,7 @@ class MaxMargin:
     seconds: float = 0.0
 
 
-def max_margin(run: Run, ds: Dataset, *, max_images: int = MAX_MARGIN_IMAGES,
+def max_margin(run: Run, ds: Dataset, *, max_images: int = MAX_SOLVE_IMAGES,
                seconds: float = MAX_MARGIN_SECONDS) -> MaxMargin:
     """The hard-margin limit of the run's training images (same for every run on them).
 

@@ -145,9 +145,16 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: str = "") -> str:
+def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: str = "",
+                 claims: Mapping | None = None) -> str:
     """A self-contained HTML page: settings, the first-step proof, the trajectory strip,
-    the curves and the hardest training examples of ``run``."""
+    the curves, the numbers behind the noise and the limit, and the hardest training
+    examples of ``run``.
+
+    ``claims`` may hold ``spectrum`` (:class:`~core.analysis.Spectrum`), ``l2`` (the
+    :func:`~core.analysis.l2_path`) and ``max_margin`` (:class:`~core.analysis.MaxMargin`);
+    a missing one is reported as not computed.
+    """
     cfg = run.config
     K = ds.n_classes
     final = run.iterations_done
@@ -158,7 +165,8 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
         ("model", cfg.model), ("optimizer", cfg.optimizer), ("training images", f"{cfg.n_train:,}"),
         ("iterations", f"{final:,} of {cfg.iterations:,}"), ("learning rate", cfg.learning_rate
                                                                  if cfg.optimizer == "gd" else "n/a"),
-        ("step used", f"{run.learning_rate:.4g}"), ("L2", cfg.l2), ("L1", cfg.l1),
+        ("step used", f"{run.learning_rate:.4g}" if cfg.optimizer == "gd"
+         else "n/a (L-BFGS chooses its own)"), ("L2", cfg.l2), ("L1", cfg.l1),
         ("seed", cfg.seed), ("stopped", run.stop_reason),
         ("validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.4f}"),
         ("test accuracy", f"{run.snapshot_history['test_acc'][-1]:.4f}"),
@@ -204,6 +212,9 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
             _img(charts.to_png(c, width=520), t) for c, t in
             ((loss, "loss"), (acc, "accuracy"), (shape, "shape"))))
 
+    if final >= 1:
+        parts.append(_claims_html(run, traj, claims or {}))
+
     losses = run.neg_log_p_true(final)
     top = hardest(run, final, 20)
     pred = run.predictions(final)
@@ -219,3 +230,51 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
              "td,th{border-bottom:1px solid #ddd;padding:2px 6px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Weightscope summary"
             f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def _claims_html(run: Run, traj: Mapping[str, np.ndarray], claims: Mapping) -> str:
+    """The summary's section on why the noise comes and where the weights head."""
+    final = run.iterations_done
+    items = []
+    sp = claims.get("spectrum")
+    if sp is not None:
+        W = run.weights(final)
+        if run.config.optimizer == "gd":
+            items.append(f"Directions with a·t·λ &gt; 1 at step {final:,} (at most fitted): "
+                         f"{sp.fitted(final):,} of {len(sp.eigenvalues):,}; at the validation "
+                         f"minimum (step {run.best_iteration():,}): "
+                         f"{sp.fitted(run.best_iteration()):,}.")
+        items.append(f"Roughness at the end: {traj['roughness_mean'][-1]:.2f} measured, "
+                     f"{sp.roughness_estimate(W).mean():.2f} estimated from the weights' "
+                     "energy over the spectrum.")
+    path = claims.get("l2")
+    if path:
+        t = max(path)
+        eq = path[t]
+        lo, hi = eq.strength_range
+        items.append(f"Early stopping at step {t:,} vs the converged L2 solution at "
+                     f"1/(a t) = {eq.predicted_strength:.3g}: cosine {eq.predicted_cosine:.3f} "
+                     f"(close, not exact); best match {lo / eq.predicted_strength:.2f}-"
+                     f"{hi / eq.predicted_strength:.2f}x 1/(a t).")
+    else:
+        items.append("Early stopping vs L2: not computed (open the page 'Why the noise').")
+    mm = claims.get("max_margin")
+    if mm is not None and mm.determined:
+        from core import analysis
+        cos = analysis.direction_cosines(run, mm)
+        items.append(f"Max-margin limit: {int(mm.support.sum()):,} support vectors of "
+                     f"{len(mm.support):,} ({'separable' if mm.separable else 'not separable'}); "
+                     f"cosine of [W, b] with it at step {final:,}: {cos[-1]:.2f}.")
+        shares = analysis.pull_shares(run, mm.support)
+        edges = run.residual_iterations
+        if len(shares):
+            items.append("Share of each window's pull from images that are not support "
+                         "vectors: " + ", ".join(
+                             f"steps {edges[i] + 1:,}-{edges[i + 1]:,}: {shares[i]:.1%}"
+                             for i in range(len(shares))) + ".")
+    elif mm is not None:
+        items.append(f"Max-margin limit: {html.escape(mm.reason)}")
+    else:
+        items.append("Max-margin limit: not computed (open the page 'Where it heads').")
+    return "<h2>Why the noise, and where it heads</h2><ul>" + "".join(
+        f"<li>{item}</li>" for item in items) + "</ul>"

@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from core.objective import NumpyPass
 
@@ -74,8 +75,11 @@ def l2_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, model: str, l2: fl
     W0, b0 = init if init is not None else (np.zeros((K, d)), np.zeros(K))
     start = np.concatenate([((np.asarray(W0, dtype=np.float64) @ V) / s).ravel(),
                             np.asarray(b0, dtype=np.float64)])
-    result = minimize(objective, start, jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_iter, "gtol": gtol, "ftol": 0.0})
+    # One BLAS thread: the products are small, and two threads made the Fashion-MNIST
+    # path 2.8x slower (59 s against 21 s), besides taking the core a viewer's training needs.
+    with threadpool_limits(1):
+        result = minimize(objective, start, jac=True, method="L-BFGS-B",
+                          options={"maxiter": max_iter, "gtol": gtol, "ftol": 0.0})
     U, b = result.x[: K * d].reshape(K, d), result.x[K * d:]
     return (U * s) @ V.T, b.copy()
 

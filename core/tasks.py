@@ -98,6 +98,11 @@ class TaskStore:
         self._queue.put((task, fn))
         return task
 
+    def peek(self, key: str):
+        """The finished result for ``key``, or None (starts nothing)."""
+        task = self._tasks.get(key)
+        return task.result if task is not None and task.finished and not task.error else None
+
     def wait_all(self, timeout: float | None = None) -> bool:
         """Block until every task asked for so far has finished (tests, the benchmark)."""
         with self._lock:

@@ -291,3 +291,22 @@ def test_non_support_vectors_share_of_the_pull_falls_threefold(preset, preset_li
     assert len(shares) == 5  # 1-10, 10-100, 100-1k, 1k-10k, 10k-30k
     assert shares[0] >= 3 * shares[-1]
     assert np.all(np.diff(shares) < 0)
+
+
+def test_summary_reports_the_claims_numbers(small, digits):
+    from core import report
+
+    traj = analysis.trajectory(small, digits)
+    sp = analysis.spectrum(small, digits)
+    mm = analysis.max_margin(small, digits)
+    path = {300: analysis.equivalent_l2(small, digits, 300)}
+    page = report.summary_html(small, digits, traj,
+                               claims={"spectrum": sp, "l2": path, "max_margin": mm})
+    assert f"{sp.fitted(300):,} of 64" in page
+    assert f"cosine {path[300].predicted_cosine:.3f}" in page
+    assert f"{int(mm.support.sum()):,} support vectors of 300" in page
+    shares = analysis.pull_shares(small, mm.support)
+    assert f"steps 101-300: {shares[-1]:.1%}" in page
+    bare = report.summary_html(small, digits, traj)
+    assert "not computed (open the page 'Why the noise')" in bare
+    assert "step used" in page and "nan" not in bare.split("step used")[1][:80]

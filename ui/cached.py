@@ -65,8 +65,13 @@ def summary_maker(run: Run, ds: Dataset, link: str):
     is gathered now: the download button calls the function on another thread.
     """
     from core import report
+    from ui.resources import task_store
     traj = trajectory(run, ds)
-    return lambda: report.summary_html(run, ds, traj, link=link)
+    store = task_store()
+    claims = {"spectrum": spectrum(run, ds),
+              "l2": store.peek(f"{run_id(run)}/l2"),
+              "max_margin": store.peek(f"{analysis.subset_key(run)}/max-margin")}
+    return lambda: report.summary_html(run, ds, traj, link=link, claims=claims)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Decomposing the training images…")

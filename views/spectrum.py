@@ -135,7 +135,7 @@ draw.download("Spectrum CSV at this step", lambda: table.to_csv(index=False),
               f"spectrum-step-{t}.csv", "text/csv")
 
 st.subheader("Early stopping is close to L2 at strength 1/(a t)")
-why = analysis._l2_applies(run)
+why = analysis.l2_unavailable(run)
 if why:
     st.info(why, icon=":material/info:")
     frame.stop()
