@@ -149,10 +149,12 @@ def lines(
     title: str | None = None,
     y_format: str = ".3g",
     points: bool = False,
+    x_ticks: Sequence[float] | None = None,
 ) -> alt.LayerChart:
     """Lines of ``data`` (columns ``x``, ``value``, ``series``) against any quantity.
 
-    ``rule`` draws a dashed vertical line at that ``x`` (tooltip ``rule_label``).
+    ``rule`` draws a dashed vertical line at that ``x`` (tooltip ``rule_label``);
+    ``x_ticks`` puts the x-axis ticks at those values, written plainly (0.25, not 250m).
     """
     order = list(dict.fromkeys(data["series"]))
     color = alt.Color("series:N", title=None, sort=order,
@@ -163,7 +165,8 @@ def lines(
                       else None)
     x = alt.X("x:Q", title=x_title,
               scale=alt.Scale(type="log", nice=False) if log_x else alt.Scale(zero=False),
-              axis=alt.Axis(format="~s") if log_x else alt.Axis())
+              axis=alt.Axis(values=list(x_ticks), format="~g") if x_ticks is not None
+              else alt.Axis(format="~s") if log_x else alt.Axis())
     y = alt.Y("value:Q", title=y_title,
               scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False))
     tooltip = [alt.Tooltip("series:N", title="series"),

@@ -63,6 +63,8 @@ class Case:
     view_inputs: dict[str, str] = field(default_factory=dict)  # text/select inputs: value
     view_radios: dict[str, str] = field(default_factory=dict)  # radio groups: checked option
     view_sliders: dict[str, str] = field(default_factory=dict)  # select sliders: thumb text
+    #: Text that appears once the page's background analysis has finished ("" for none).
+    ready: str = ""
 
 
 #: In this order: the very first page load on the fresh server is a deep link to a
@@ -79,6 +81,11 @@ CASES = [
          {"t": "50", "split": "val", "order": "easiest", "ex": "2"},
          view_radios={"Split": "validation", "Show": "easiest"},
          view_sliders={"Gradient step": "50"}),
+    Case("Spectrum", "/Spectrum", "Why the noise: ever finer directions",
+         {"t": "100", "k": "50"}, view_sliders={"Step (stored": "100", "Directions kept": "50"},
+         ready="Cosine at that strength"),
+    Case("Limit", "/Limit", "Where it heads: the max-margin limit", {"t": "100"},
+         view_sliders={"Step (stored": "100"}, ready="Support vectors"),
     Case("Home", "/", "Weightscope"),
 ]
 
@@ -406,6 +413,11 @@ _seen_fingerprints: set[str] = set()
 def test_deep_link_renders_and_shows_its_settings(case: Case, server: Server, page):
     params = {**SETTINGS, **case.params}
     open_deep_link(page, server, case.path, params)
+    if case.ready:
+        # The page drew everything else and polls its background analysis; its result
+        # arrives with a rerun of the whole page.
+        page.get_by_text(case.ready).first.wait_for(timeout=RUN_TIMEOUT * 1000)
+        wait_idle(page)
 
     # The right page ran (a deep link runs the page file itself), without errors.
     titles = texts(page, "[data-testid='stMain'] h1")
@@ -456,7 +468,8 @@ def test_sidebar_page_switch_keeps_settings(server: Server, page):
                                                       "[data-testid='stPageLink'] a")]
     assert labels == [
         "Home", "First step", "Trajectory", "Overfitting and regularization",
-        "Hardest examples"], "the sidebar names every page, home as Home (not 'app')"
+        "Hardest examples", "Why the noise", "Where it heads"], \
+        "the sidebar names every page, home as Home (not 'app')"
     assert page.locator("[data-testid='stSidebarNav']").count() == 0, \
         "Streamlit's own page list (which calls home 'app') is switched off"
     for i in range(nav.count()):

@@ -82,7 +82,9 @@ t = page.choice(st.select_slider, "Step (stored snapshots, log-spaced)", "t", it
 st.subheader(f"The weights at step {t:,} and their limit")
 draw.weight_rows([(f"step {t:,} (cosine {cos[run.slot(t)]:.2f})", run.weights(t)),
                   ("max-margin limit", mm.weights)], ds.class_names,
-                 scale=draw.pick_scale(ds.image_shape, 56), file_name=f"limit-step-{t}.png")
+                 scale=draw.pick_scale(ds.image_shape, 56), file_name=f"limit-step-{t}.png",
+                 caption="Each row on its own scale, ± its largest |weight| (in the row label): "
+                         "the limit is a direction, so only its shape matters.")
 
 snaps = run.snapshot_iterations
 items = [
@@ -90,7 +92,7 @@ items = [
                    y_title="cosine of [W, b] with the limit", selected=t,
                    title="Turning toward the limit"), "cosine-to-limit"),
     (charts.curves(charts.frame({"||[W, b]||": (snaps, norms)}), y_title="norm of the weights",
-                   selected=t, title="Growing like log t (straight on this axis)"),
+                   selected=t, title="Size of the weights (log t is a straight line here)"),
      "weight-norm"),
 ]
 if len(shares):
@@ -126,14 +128,15 @@ if len(shares):
     y = ds.y_train[run.train_indices]
     early = np.argsort(-np.where(mm.support, -1.0, pulls[0]))[:10]
     late = np.argsort(-np.where(mm.support, pulls[-1], -1.0))[:10]
-    draw.thumbnails(x[early], [f"{ds.class_names[y[i]]}\nmargin {mm.margin[i]:.1f}"
-                               for i in early], scale=2,
+    draw.thumbnails(x[early], [f"{ds.class_names[y[i]]}\n{mm.margin[i]:.2f}" for i in early],
+                    scale=3,
                     caption=f"Not support vectors that pulled hardest in steps "
-                            f"{edges[0] + 1:,}-{edges[1]:,}: typical images, sorted with room "
-                            "to spare by the limit (margin well above 1).",
+                            f"{edges[0] + 1:,}-{edges[1]:,}, with their margin under the limit "
+                            "(above 1: sorted with room to spare, so they stop pulling).",
                     file_name="early-pullers.png")
-    draw.thumbnails(x[late], [f"{ds.class_names[y[i]]}\nmargin {mm.margin[i]:.2f}"
-                              for i in late], scale=2,
+    draw.thumbnails(x[late], [f"{ds.class_names[y[i]]}\n{mm.margin[i]:.2f}" for i in late],
+                    scale=3,
                     caption=f"Support vectors that pulled hardest in steps "
-                            f"{edges[-2] + 1:,}-{edges[-1]:,}: the hard images the limit "
-                            "is made of.", file_name="late-pullers.png")
+                            f"{edges[-2] + 1:,}-{edges[-1]:,}, with their margin (1: on the "
+                            "edge of the gap): the hard images the limit is made of.",
+                    file_name="late-pullers.png")

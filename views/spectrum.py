@@ -60,7 +60,7 @@ top_idx = np.arange(min(10, d))
 # last ten that carry any variance.
 live = int(np.count_nonzero(sp.eigenvalues > 1e-9 * sp.eigenvalues[0]))
 low_idx = np.arange(max(0, live - 10), live)
-mid = min(live - 20, 400) if live > 30 else 0
+mid = live // 2 if live > 30 else 0
 rows = [("directions 1-10", sp.eigen_images(top_idx))]
 if mid > 10:
     rows.append((f"directions {mid + 1}-{mid + 10}", sp.eigen_images(np.arange(mid, mid + 10))))
@@ -104,13 +104,22 @@ if gd:
                                    title="Directions fitted over training"), "fitted-directions"))
 draw.chart_grid(items)
 best = run.best_iteration()
-st.markdown(
-    f"At the validation minimum (step {best:,}) gradient descent had fitted at most "
-    f"**{sp.fitted(best):,}** directions and the roughness was "
-    f"**{traj['roughness_mean'][run.slot(best)]:.2f}**; at the end "
-    f"({run.iterations_done:,}): **{sp.fitted(run.iterations_done):,}** and "
-    f"**{traj['roughness_mean'][-1]:.2f}**." if gd else
-    f"The validation minimum is at iteration {best:,}.")
+rough = traj["roughness_mean"]
+if not gd:
+    st.markdown(f"The validation minimum is at iteration {best:,}.")
+elif best == run.iterations_done:
+    st.markdown(
+        f"The validation loss is still falling at the last step ({best:,}): nothing overfits "
+        f"yet, and still gradient descent has fitted up to **{sp.fitted(best):,}** directions "
+        f"and the roughness rose from **{rough[1]:.2f}** at step 1 to **{rough[-1]:.2f}**: "
+        "the noise does not wait for overfitting.")
+else:
+    st.markdown(
+        f"At the validation minimum (step {best:,}) gradient descent had fitted at most "
+        f"**{sp.fitted(best):,}** directions and the roughness was "
+        f"**{rough[run.slot(best)]:.2f}**; at the end ({run.iterations_done:,}): "
+        f"**{sp.fitted(run.iterations_done):,}** and **{rough[-1]:.2f}**. Most of the fine "
+        "detail came before the minimum, while validation still improved.")
 
 st.subheader("Keep only the first directions")
 ks = [k for k in (5, 10, 20, 50, 100, 200, 400) if k < d] + [d]
@@ -153,7 +162,8 @@ if eq is not None:
     path = dict(sorted(task.partial.items()))
     lo, hi = eq.strength_range
     cols = st.grid(4, min_column_width=170)
-    cols.metric("Strength 1/(a t)", f"{eq.predicted_strength:.3g}")
+    cols.metric("Strength L2 + 1/(a t)" if run.config.l2 else "Strength 1/(a t)",
+                f"{eq.predicted_strength:.3g}")
     cols.metric("Cosine at that strength", f"{eq.predicted_cosine:.3f}",
                 help="Cosine of the angle between W_t and the converged L2 solution (1 = same "
                      "direction). Close, not exact: sizes differ too (next metric).")
@@ -164,7 +174,9 @@ if eq is not None:
     draw.weight_rows([(f"gradient descent, step {t_l2:,}", run.weights(t_l2)),
                       (f"L2 {eq.predicted_strength:.3g}, converged", eq.weights)],
                      ds.class_names, scale=draw.pick_scale(ds.image_shape, 56),
-                     file_name=f"early-stopping-vs-l2-step-{t_l2}.png")
+                     file_name=f"early-stopping-vs-l2-step-{t_l2}.png",
+                     caption="Each row on its own scale, ± its largest |weight| (in the row "
+                             "label): the shapes are compared; the sizes differ (metric above).")
     st.caption("Cosine per class: " + ", ".join(
         f"{name} {c:.3f}" for name, c in zip(ds.class_names, eq.class_cosines)))
     table = pd.DataFrame([{"step": s, "strength_1_over_at": e.predicted_strength,
@@ -181,6 +193,7 @@ if eq is not None:
         (charts.lines(charts.long_frame(eq.factors, {f"step {t_l2:,}": eq.cosines}),
                       x_title="strength / (1 / (a t))", y_title="cosine with W_t", log_x=True,
                       rule=1.0, rule_label="1 / (a t)", points=True,
+                      x_ticks=(0.25, 0.5, 1, 2, 4),
                       title="Which L2 strength matches step t"), "l2-cosine-vs-strength"),
     ) + ((over_training,) if len(table) > 1 else ()))
     if len(path) < len(steps):
