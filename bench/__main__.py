@@ -395,7 +395,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", choices=("memory", "sweep"), default=None,
+    ap.add_argument("--only", choices=("memory", "sweep", "claims"), default=None,
                     help="measure one part only and print it")
     args = ap.parse_args(argv)
     reps = args.reps or (2 if args.quick else 5)
@@ -403,6 +403,9 @@ def main(argv=None) -> int:
         print(json.dumps(peak_memory(*((2000, 100) if args.quick else (50_000, 1000)))))
         return 0
     ds = load_dataset("fashion-mnist")
+    if args.only == "claims":
+        print(json.dumps(claims_times(ds, *((300, 1000) if args.quick else (1000, 30_000)))))
+        return 0
     if args.only == "sweep":
         print(json.dumps(lbfgs_sweep(ds, *((500, 10) if args.quick else (2000, 100)))))
         return 0

@@ -27,3 +27,16 @@ def fashion_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return DEBIAN_DIR
+
+
+@pytest.fixture(scope="session")
+def answer_run(fashion_dir):
+    """The "Reproduce the answer" preset's run (softmax, 1,000 images, seed 0, a = 1/L,
+    30,000 steps) on real Fashion-MNIST, trained once for every test that checks a claim
+    on it; with its data set."""
+    from core.data import load_dataset
+    from core.settings import PRESETS
+    from core.trainer import train
+
+    ds = load_dataset("fashion-mnist", data_dir=fashion_dir)
+    return ds, train(ds, PRESETS[0].settings.config())

@@ -11,7 +11,6 @@ from scipy.optimize import minimize
 from core import analysis, metrics, solvers
 from core.config import TrainConfig
 from core.data import load_dataset, load_digits_dataset
-from core.settings import PRESETS
 from core.tasks import TaskStore
 from core.trainer import residual_edges, train
 
@@ -222,12 +221,11 @@ def test_task_store_runs_once_publishes_partial_results_and_retries_failures():
 # --------------------------------------------------------------------------- the claims on real data
 
 @pytest.fixture(scope="module")
-def preset(fashion_dir):
+def preset(answer_run):
     """The "Reproduce the answer" run: softmax, 1,000 images, seed 0, a = 1/L, 30,000 steps."""
-    ds = load_dataset("fashion-mnist", data_dir=fashion_dir)
-    cfg = PRESETS[0].settings.config()
+    cfg = answer_run[1].config
     assert (cfg.n_train, cfg.iterations, cfg.l2, cfg.l1) == (1000, 30_000, 0.0, 0.0)
-    return ds, train(ds, cfg)
+    return answer_run
 
 
 @pytest.fixture(scope="module")
@@ -276,12 +274,22 @@ def test_max_margin_limit_of_the_preset(preset, preset_limit):
     assert 0 < mm.support.sum() < len(mm.support)
     cos = analysis.direction_cosines(run, mm)
     assert cos[run.slot(100)] < cos[run.slot(1000)] < cos[run.slot(10_000)] < cos[-1]
-    # the direction does not depend on how hard the margin is made (C = 1e2 .. 1e4)
+
+
+@pytest.mark.realdata
+def test_max_margin_direction_is_stable_across_c(fashion_dir):
+    """The direction does not depend on how hard the margin is made (C = 1e2 .. 1e4), on
+    300 real images (separable too; the preset's 1,000 take 10 s a solve)."""
+    ds = load_dataset("fashion-mnist", data_dir=fashion_dir)
+    run = train(ds, TrainConfig(n_train=300, iterations=10))
     x, y = analysis.training_design(run, ds)
-    ref = np.hstack([mm.weights.reshape(10, -1), mm.bias[:, None]])
-    for C in (1e2, 1e4):
+    sols = {}
+    for C in (1e2, 1e3, 1e4):
         W, b = solvers.hard_margin(x, y, 10, "softmax", C=C)
-        assert analysis.cosine(np.hstack([W, b[:, None]]), ref) > 0.999
+        sols[C] = np.hstack([W, b[:, None]])
+    assert solvers.margins(x, y, sols[1e3][:, :-1], sols[1e3][:, -1], "softmax").min() >= 1 - 1e-3
+    for C in (1e2, 1e4):
+        assert analysis.cosine(sols[C], sols[1e3]) > 0.999
 
 
 @pytest.mark.realdata

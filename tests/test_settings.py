@@ -184,7 +184,7 @@ def test_the_learning_rate_help_says_1_over_L_is_safe_not_the_largest_step():
 
 
 @pytest.mark.realdata
-def test_the_overfitting_presets_say_what_their_runs_show(fashion_dir):
+def test_the_overfitting_presets_say_what_their_runs_show(answer_run):
     """The blurbs' numbers come from the runs they open: the validation minimum of
     "Reproduce the answer" (near step 6,000, after most of the roughness rise), and the
     roughness of "Regularization fixes it" against no penalty, whose validation loss is
@@ -195,10 +195,9 @@ def test_the_overfitting_presets_say_what_their_runs_show(fashion_dir):
     from core.data import load_dataset
     from core.trainer import train
 
-    ds = load_dataset("fashion-mnist")
+    ds, base = answer_run
     answer, l2 = PRESETS[0], PRESETS[1]
     assert answer.title == "Reproduce the answer" and l2.settings.l2 > 0
-    base = train(ds, answer.settings.config())
     smooth = train(ds, l2.settings.config())
     rise = metrics.roughness_rise(base)
     near = int(re.search(r"turns up near step ([\d,]+)", answer.blurb).group(1).replace(",", ""))
