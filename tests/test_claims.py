@@ -318,3 +318,21 @@ def test_summary_reports_the_claims_numbers(small, digits):
     bare = report.summary_html(small, digits, traj)
     assert "not computed (open the page 'Why the noise')" in bare
     assert "step used" in page and "nan" not in bare.split("step used")[1][:80]
+
+
+def test_overlapping_classes_are_reported_not_separable(digits):
+    """Two copies of an image with different labels: no linear rule sorts both."""
+    x = np.vstack([np.eye(3), np.eye(3)[:1]])
+    y = np.array([0, 1, 2, 1])
+    W, b = solvers.hard_margin(x, y, 3, "softmax")
+    assert solvers.margins(x, y, W, b, "softmax").min() < 1 - 1e-3
+
+
+def test_float64_runs_get_a_float64_smoothness_constant(digits):
+    """The constant L is computed in the run's precision (float32 was 1.6e-7 off)."""
+    from core.objective import smoothness
+
+    cfg = TrainConfig(n_train=1000, iterations=1, n_val=100, dtype="float64")
+    run = train(digits, cfg, backend="numpy")
+    x, _ = analysis.training_design(run, digits)
+    assert run.smoothness == pytest.approx(smoothness(x, "softmax"), rel=1e-13)
