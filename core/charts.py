@@ -27,6 +27,30 @@ def log_grid(iterations: int, points: int = 300) -> np.ndarray:
     return np.union1d(grid, [iterations])
 
 
+def log_ticks(lo: float, hi: float) -> list[int]:
+    """The 1-2-5 sequence (1, 2, 5, 10, 20, ...) within [lo, hi]: regular ticks for a
+    log axis (Vega-Lite's own pick gave 1, 3, 20, 100, 300, 2k)."""
+    out, decade = [], 1
+    while decade <= hi:
+        out += [m * decade for m in (1, 2, 5) if lo <= m * decade <= hi]
+        decade *= 10
+    return out
+
+
+#: On a log axis spanning more than two decades only the powers of ten are labelled
+#: (2 and 5 keep their ticks): fourteen labels do not fit a chart half a window wide.
+_DECADE_LABELS = ("datum.value == pow(10, round(log(datum.value) / LN10)) "
+                  "? datum.label : ''")
+
+
+def log_axis(lo: float, hi: float, title: str) -> alt.Axis:
+    """A log axis from ``lo`` to ``hi`` with 1-2-5 ticks, labelled as "2k", "10k"."""
+    ticks = log_ticks(lo, hi)
+    wide = hi / max(lo, 1e-300) > 100
+    return alt.Axis(values=ticks, format="~s", title=title,
+                    labelExpr=_DECADE_LABELS if wide else "datum.label")
+
+
 def frame(series: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
     """Long-form frame (iteration, value, series) from ``{name: (iterations, values)}``.
 
@@ -70,9 +94,10 @@ def curves(
     color = alt.Color("series:N", title=None, sort=order,
                       scale=alt.Scale(domain=order, range=PALETTE[: len(order)]),
                       legend=alt.Legend(orient="right", labelLimit=160))
+    hi = max(last, start + 1.0)
     x = alt.X("iteration:Q", title="iteration (log scale)",
-              scale=alt.Scale(type="log", domain=[start, max(last, start + 1.0)], nice=False),
-              axis=alt.Axis(format="~s"))
+              scale=alt.Scale(type="log", domain=[start, hi], nice=False),
+              axis=log_axis(start, hi, "iteration (log scale)"))
     y = alt.Y("value:Q", title=y_title,
               scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False))
     tooltip = [alt.Tooltip("series:N", title="series"),
@@ -166,7 +191,8 @@ def lines(
     x = alt.X("x:Q", title=x_title,
               scale=alt.Scale(type="log", nice=False) if log_x else alt.Scale(zero=False),
               axis=alt.Axis(values=list(x_ticks), format="~g") if x_ticks is not None
-              else alt.Axis(format="~s") if log_x else alt.Axis())
+              else log_axis(float(data["x"].min()), float(data["x"].max()), x_title)
+              if log_x and len(data) else alt.Axis())
     y = alt.Y("value:Q", title=y_title,
               scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False))
     tooltip = [alt.Tooltip("series:N", title="series"),

@@ -31,12 +31,28 @@ BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
 
 
-def symmetric_limit(values: np.ndarray) -> float:
-    """The scale ``vmax`` for a grid: the largest absolute finite value (1 if none)."""
+#: Percentile of |w| that sets a colour scale. Late weight images have a few extreme
+#: pixels (L-BFGS iteration 300: +/-3.15 against a bulk within +/-0.5); scaled to the
+#: largest, the rest fades to white. Above the limit a pixel keeps the end colour, and
+#: the colour bar says that it is clipped.
+SCALE_PERCENTILE = 99.5
+
+
+def symmetric_limit(values: np.ndarray, percentile: float = SCALE_PERCENTILE) -> float:
+    """The scale ``vmax`` for a grid: the ``percentile`` of its absolute finite non-zero
+    values (zeros left out, so a sparse L1 image is scaled by its weights, not its zeros;
+    1 if all are 0)."""
     v = np.asarray(values, dtype=np.float64)
     v = np.abs(v[np.isfinite(v)])
-    top = float(v.max()) if v.size else 0.0
-    return top if top > 0 else 1.0
+    v = v[v > 0]
+    return float(np.percentile(v, percentile)) if v.size else 1.0
+
+
+def clipped_share(values: np.ndarray, vmax: float) -> float:
+    """Share of the finite values beyond ``+/-vmax`` (drawn at the end colours)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float((np.abs(v) > vmax * (1 + 1e-12)).mean()) if v.size else 0.0
 
 
 def diverging_rgb(values: np.ndarray, vmax: float) -> np.ndarray:
@@ -203,19 +219,30 @@ def _captioned(rgb: np.ndarray, labels: Sequence[str], scale: int) -> Image.Imag
 
 
 def colorbar(vmax: float, *, width: int = 240, height: int = 14, font_size: int = 11,
-             tick_labels: Sequence[str] | None = None) -> Image.Image:
+             tick_labels: Sequence[str] | None = None, clipped: bool = False) -> Image.Image:
     """Legend for :func:`weight_grid`: the colour ramp from -vmax to +vmax with tick labels.
 
-    ``tick_labels`` replaces the three numbers (for grids scaled row by row).
+    ``tick_labels`` replaces the three numbers (for grids scaled row by row). ``clipped``
+    adds a pointed cap at each end and writes the end labels as "<= -v" and ">= +v":
+    values beyond the scale are drawn in the end colours.
     """
     font = _font(font_size)
-    texts = tick_labels or (f"{-vmax:+.3g}", "0", f"{vmax:+.3g}")
+    texts = list(tick_labels or (f"{-vmax:+.3g}", "0", f"{vmax:+.3g}"))
+    if clipped:
+        texts[0], texts[-1] = f"≤ {texts[0]}", f"≥ {texts[-1]}"
     ticks = list(zip((-vmax, 0.0, vmax), texts))
-    pad = int(max(font.getlength(text) for _, text in ticks) / 2) + 6
+    cap = height if clipped else 0
+    pad = max(int(max(font.getlength(text) for _, text in ticks) / 2) + 6, cap + 4)
     ramp = diverging_rgb(np.linspace(-vmax, vmax, width)[None, :].repeat(height, axis=0), vmax)
     img = Image.new("RGB", (width + 2 * pad, height + font_size + 8), BACKGROUND)
     img.paste(Image.fromarray(ramp), (pad, 0))
     draw = ImageDraw.Draw(img)
+    if clipped:
+        lo, hi = (tuple(int(c) for c in _LUT[i]) for i in (0, 255))
+        mid = (height - 1) / 2
+        draw.polygon([(pad - 1, 0), (pad - 1, height - 1), (pad - cap, mid)], fill=lo)
+        draw.polygon([(pad + width, 0), (pad + width, height - 1), (pad + width + cap - 1, mid)],
+                     fill=hi)
     for value, text in ticks:
         x = pad + (value / vmax + 1) / 2 * (width - 1)
         draw.text((x - font.getlength(text) / 2, height + 3), text, fill=TEXT, font=font)

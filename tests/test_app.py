@@ -656,3 +656,80 @@ def test_home_says_the_noise_comes_before_the_overfitting():
     text = page_text(at)
     assert "noise is overfitting" not in text
     assert "overfitting begins only where that stops paying" in text
+
+
+EXPLAINER = "What am I looking at?"
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_says_what_it_shows_in_plain_words(path):
+    """Each page opens with a box saying, without the thread's jargon, what it shows and
+    what to look for: open on the analysis pages, closed on Home (whose first paragraph
+    already lists what each page shows; the box there gives the background)."""
+    at = open_page(path, **SMALL)
+    assert_clean(at)
+    boxes = [e for e in at.main.expander if e.label == EXPLAINER]
+    assert len(boxes) == 1, f"{path} needs one st.expander({EXPLAINER!r}) under its title"
+    words = " ".join(m.value for m in boxes[0].markdown).split()
+    assert len(words) >= 40, words
+    assert boxes[0].proto.expanded == (path != HOME)
+    # Under the title, before anything the page draws to look at.
+    order = [getattr(node, "type", "") for node in at.main]
+    box = next(i for i, node in enumerate(at.main) if node is boxes[0])
+    drawn = [order.index(kind) for kind in ("image", "vega_lite_chart") if kind in order]
+    assert drawn and order.index("title") < box < min(drawn), order
+
+
+#: Jargon a page may show, with words that must define it where it is shown: in the text or
+#: the tooltip of the element that shows it. Charts have no tooltip: a term on a chart's
+#: axis must be defined in the page's text.
+JARGON = {
+    r"\bnats\b": ("natural-log units", "uniform guess"),
+    r"2/L": ("curvature", "below 2/L", "1/L is a safe"),
+    r"(?i)\bsmoothness\b": ("curvature",),
+    r"(?i)\bfootnote\b": ("CrossValidated",),
+}
+#: Terms that also appear in preset names and blurbs: the page must say what they are.
+ON_THE_PAGE = {r"\bthe (question|answer)\b": ("CrossValidated", "483072")}
+
+
+def shown_with_tooltips(at: AppTest) -> list[tuple[str, str]]:
+    """(text, tooltip) of every text, notice, metric and choice in the main area."""
+    shown = [(e.value, getattr(e.proto, "help", ""))
+             for kind in ("title", "markdown", "caption", "latex", "info", "warning")
+             for e in getattr(at.main, kind)]
+    shown += [(f"{m.label} {m.value}", m.proto.help) for m in at.main.metric]
+    shown += [(w.label, w.help or "") for kind in ("select_slider", "radio", "selectbox")
+              for w in getattr(at.main, kind)]
+    return shown
+
+
+@pytest.mark.parametrize("path,extra", [pytest.param(p, {}, id=p) for p in PAGES]
+                         + [pytest.param(HOME, {"opt": "lbfgs"}, id=f"{HOME}-lbfgs")])
+def test_jargon_shown_on_a_page_is_defined_where_it_is_shown(path, extra):
+    at = open_page(path, **SMALL, **extra)
+    assert_clean(at)
+    shown = shown_with_tooltips(at)
+    text = "\n".join(f"{value}\n{tip}" for value, tip in shown)
+    axes = " ".join(c.proto.spec for c in at.get("vega_lite_chart"))
+    seen = set()
+    for term, definition in JARGON.items():
+        for value, tip in shown:
+            if re.search(term, value):
+                seen.add(term)
+                missing = [d for d in definition if d not in value + tip]
+                assert not missing, f"{path}: {value!r} shows {term} without {missing}"
+        if re.search(term, axes):
+            seen.add(term)
+            assert all(d in text for d in definition), f"{path}: a chart shows {term} undefined"
+    for term, definition in ON_THE_PAGE.items():
+        if re.search(term, text):
+            seen.add(term)
+            assert all(d in text for d in definition), f"{path} shows {term} undefined"
+    assert not re.search(r"1/L[^.]*\blargest\b", text), "1/L is not the largest safe step"
+    if path == HOME:
+        assert seen >= {r"(?i)\bsmoothness\b", *ON_THE_PAGE} | (set() if extra else {"2/L"}), seen
+    elif path == "views/first_step.py":
+        assert r"(?i)\bfootnote\b" in seen
+    elif path in ("views/trajectory.py", "views/overfitting.py", "views/hardest_examples.py"):
+        assert r"\bnats\b" in seen

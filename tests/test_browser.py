@@ -714,3 +714,26 @@ def test_cancel_keeps_the_page_and_offers_a_retry(server: Server, page):
     assert page.locator("[data-testid='stProgress']").count() == 0
     assert not [e for e in console_errors if "setIn" in e or "ElementNode" in e], console_errors
     assert_no_errors(page, server)
+
+
+@pytest.mark.parametrize("width, least", [(1920, 1300), (900, 0)])
+def test_weight_grids_fill_the_column_with_sharp_pixels(server: Server, browser, width, least):
+    """On a projector-sized window a grid of ten classes spans the content width, and the
+    browser enlarges it with nearest-neighbour sampling (no blur); on a narrow window it
+    still fits the column."""
+    pg = new_page(browser, width=width)
+    try:
+        open_deep_link(pg, server, "/Trajectory", SETTINGS)
+        assert_images_loaded(pg)
+        grid = pg.locator("[data-testid='stMain'] [data-testid='stImage'] img").first
+        style = grid.evaluate("img => getComputedStyle(img).imageRendering")
+        assert style == "pixelated", style
+        box = grid.bounding_box()
+        main = pg.locator("[data-testid='stMain'] [data-testid='stMainBlockContainer']")
+        column = main.bounding_box()
+        assert box["width"] >= least, f"weight grid {box['width']:.0f} px wide at {width} px"
+        assert box["width"] >= 0.9 * column["width"], "the grid fills the column"
+        assert box["x"] + box["width"] <= column["x"] + column["width"] + 1, "runs off the column"
+        assert_no_errors(pg, server)
+    finally:
+        pg.context.close()

@@ -51,21 +51,45 @@ def weight_images(
     vmax = render.symmetric_limit(images) if vmax is None else vmax
     img = render.weight_grid(images, vmax=vmax, scale=scale,
                              col_labels=col_labels, row_labels=row_labels)
-    show_png(img, caption=caption, file_name=file_name)
+    show_png(img, caption=caption, file_name=file_name, fill=True)
     if legend:
-        show_png(render.colorbar(vmax),
-                 caption="weight: purple negative, white zero, orange positive")
+        clipped = render.clipped_share(images, vmax)
+        show_png(render.colorbar(vmax, clipped=clipped > 0),
+                 caption="weight: purple negative, white zero, orange positive" + (
+                     f"; the scale ends at the {render.SCALE_PERCENTILE:g}th percentile of "
+                     f"|weight|, and the {clipped:.1%} of weights beyond it are drawn in the "
+                     "end colours" if clipped else ""))
     return vmax
 
 
-def show_png(img, caption: str | None = None, file_name: str | None = None) -> None:
-    """A PIL image as PNG at its own pixel width: never upscaled (blurry), shrunk only
-    if the column is narrower. With ``file_name``, a button downloads the same PNG.
+#: Weight grids at least this many pixels wide fill the column: on a projector a grid
+#: of ten classes should span the screen, not stay 900 px wide in a 1,920 px window.
+FILL_MIN_WIDTH = 500
+
+#: Every picture is scaled by the browser with nearest-neighbour sampling: the pixels of
+#: a 28 x 28 weight image stay sharp squares at any column width (st.html with only a
+#: style tag takes no room on the page).
+PIXELATED_CSS = ("<style>[data-testid='stImage'] img, [data-testid='stFullScreenFrame'] img "
+                 "{ image-rendering: pixelated; }</style>")
+
+
+def pixelated() -> None:
+    """Switch the page's pictures to nearest-neighbour scaling (once per script run)."""
+    st.html(PIXELATED_CSS)
+
+
+def show_png(img, caption: str | None = None, file_name: str | None = None,
+             fill: bool = False) -> None:
+    """A PIL image as PNG. By default at its own pixel width, shrunk only if the column is
+    narrower; with ``fill`` (wide weight grids) across the column, enlarged by the
+    browser without blur (:data:`PIXELATED_CSS`). With ``file_name``, a button downloads
+    the same PNG.
 
     ``width="content"`` is what caps the width: an integer width lets a wide grid run off
     the right edge of the main column (seen in Chromium with Streamlit 1.67)."""
     png = render.to_png(img)
-    st.image(png, caption=caption, output_format="PNG", width="content")
+    st.image(png, caption=caption, output_format="PNG",
+             width="stretch" if fill and img.width >= FILL_MIN_WIDTH else "content")
     if file_name:
         download("PNG", png, file_name, "image/png")
 
@@ -116,8 +140,8 @@ def thumbnails(images: np.ndarray, labels: Sequence[str] | None = None, *,
     show_png(img, caption=caption, file_name=file_name)
 
 
-def pick_scale(image_shape: tuple[int, int], target: int = 84) -> int:
-    """Enlargement that makes a tile about ``target`` pixels wide (28 x 28 -> 3, 8 x 8 -> 10)."""
+def pick_scale(image_shape: tuple[int, int], target: int = 112) -> int:
+    """Enlargement that makes a tile about ``target`` pixels wide (28 x 28 -> 4, 8 x 8 -> 14)."""
     return max(1, int(round(target / max(image_shape))))
 
 
@@ -128,7 +152,9 @@ def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[st
     """Rows of class weight images (label, (K, H, W)), each row on its own symmetric scale.
 
     Weights grow over training, so one scale for all rows would leave the early
-    rows blank; the row label states each row's scale (its largest |weight|).
+    rows blank; the row label states each row's scale (the
+    :data:`~core.render.SCALE_PERCENTILE` percentile of its |weight|; beyond it, the end
+    colours).
     ``extra`` rows of uint8 grayscale images (label, (K, H, W)) are drawn in gray
     below, aligned with the weight images (class means, for example).
     """
@@ -142,11 +168,16 @@ def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[st
         labels.append(label)
     img = render.tile_grid(np.stack(tiles), scale=scale, col_labels=class_names,
                            row_labels=labels)
-    show_png(img, caption=caption or "Each weight row on its own scale, ± its largest |weight| "
-                                     "(in the row label): weights grow during training, so a "
-                                     "shared scale would leave the early rows blank.",
-             file_name=file_name)
-    show_png(render.colorbar(1.0, tick_labels=("- row max", "0", "+ row max")))
+    show_png(img, caption=caption or "Each weight row on its own scale, ± the value in its "
+                                     "label: weights grow during training, so a shared scale "
+                                     "would leave the early rows blank.",
+             file_name=file_name, fill=True)
+    clipped = any(render.clipped_share(w, render.symmetric_limit(w)) > 0 for _, w in rows)
+    show_png(render.colorbar(1.0, tick_labels=("- row scale", "0", "+ row scale"),
+                             clipped=clipped),
+             caption=f"Each row's scale is the {render.SCALE_PERCENTILE:g}th percentile of its "
+                     "|weight|; the few weights beyond it are drawn in the end colours."
+             if clipped else None)
 
 
 def background(task, what: str, expect: str = "", part=None):

@@ -19,7 +19,7 @@ from core.settings import DATASETS, Settings, from_params, has_settings, to_para
 from core.config import TrainConfig, format_number
 from core.data import Dataset
 from core.run import Run, nearest_iteration
-from ui import sidebar, url
+from ui import draw, sidebar, url
 from ui.draw import md
 from ui.resources import available_datasets, dataset
 # PageStopped and stop are the frame's to offer: app.py catches one, pages call the other.
@@ -218,6 +218,7 @@ def open_frame(nav) -> Frame:
     spec = BY_PATH.get(nav.url_path, PAGES[0])
     st.set_page_config(page_title=f"{spec.heading} · Weightscope", page_icon="🧥",
                        layout="wide")
+    draw.pixelated()
     # Drawn at once with the links of the last run, redrawn on close only if they changed:
     # a rerun then never shows an empty navigation while the settings are worked out.
     nav_box = st.sidebar.empty()

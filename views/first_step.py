@@ -35,6 +35,28 @@ got64 = exact.weights(1).reshape(K, -1)
 diff32 = np.abs(got - W1).max(axis=1)
 diff64 = np.abs(got64 - W1).max(axis=1)
 
+with st.expander("What am I looking at?", expanded=True):
+    st.markdown(
+        "Each small picture is a **weight image**: one weight per pixel for one class. A "
+        "class's score for an image adds up weight × brightness over the pixels, so orange "
+        "(positive) pixels vote for the class where the image is bright and purple "
+        "(negative) ones vote against. Training starts from all-zero weights, where the "
+        "model gives every class the same chance. "
+        + ("With **one-vs-rest** every class has its own yes/no classifier, so the first "
+           "step adds the class's own images and subtracts all the others. The others are "
+           f"about {K - 1} in {K} images, so each weight image is minus the average image, "
+           "the same for every class, plus a class contrast: the class's average minus the "
+           "average of all images (row \"mean - all\"). "
+           if cfg.model == "ovr" else
+           "The first step adds each class's images to its weight image and subtracts a "
+           "share of all images: on balanced data, the class's average image minus the "
+           "average of all images, what sets the class apart. That is why the weight images "
+           "look like the objects after one step. ")
+        + ("L-BFGS's first iteration is the same picture, scaled by a step it picks itself. "
+           if lbfgs else "")
+        + f"The formula below and the trained weights differ by at most {diff32.max():.0e}, "
+          f"against weights up to {np.abs(W1).max():.0e}.")
+
 if cfg.model == "softmax":
     st.latex(r"p_{ik} = \frac{e^{w_k^\top x_i + b_k}}{\sum_j e^{w_j^\top x_i + b_j}},\qquad "
              r"\nabla_{w_k} = \frac{1}{n}\sum_i (p_{ik} - y_{ik})\,x_i")
@@ -71,11 +93,11 @@ else:
         "class mean. The class-specific part is the first term: the class mean minus the "
         "mean of all images, the row \"mean - all\" below.")
 st.latex(r"\text{per example: } \nabla_\theta = \big(\sigma(\theta^\top x) - y\big)\,x"
-         r"\qquad\text{not } \sigma(\theta^\top x - y)\,x"
-         r"\text{ as the answer's footnote has it}")
+         r"\qquad\text{not } \sigma(\theta^\top x - y)\,x")
 st.caption("In both models the gradient of one example is (p - y) x: its predicted probability "
-           "minus its label, times the image. The sigmoid (or softmax) is applied to the logit, "
-           "then y is subtracted.")
+           "minus its label, times the image. The sigmoid (or softmax) is applied to the logit "
+           "(the score θᵀx), then y is subtracted. The CrossValidated answer this app checks "
+           "(question 483072) writes σ(θᵀx − y) x in a footnote, with y misplaced inside.")
 
 scale = draw.pick_scale(ds.image_shape)
 mean_images = np.clip(means * 255, 0, 255).astype(np.uint8).reshape(K, *ds.image_shape)
@@ -130,7 +152,8 @@ with left:
                        scale=scale + 1, legend=False, file_name=f"contrast-class-{cls}.png")
 with right:
     draw.thumbnails(images[order[:10]], [f"r={corr[i]:.2f}" for i in order[:10]],
-                    scale=max(2, scale - 1), caption="Most typical",
+                    scale=max(2, scale - 1),
+                    caption="Most typical (r: correlation with the image on the left)",
                     file_name=f"most-typical-class-{cls}.png")
     draw.thumbnails(images[order[::-1][:10]], [f"r={corr[i]:.2f}" for i in order[::-1][:10]],
                     scale=max(2, scale - 1), caption="Least typical",

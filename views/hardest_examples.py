@@ -11,6 +11,18 @@ GALLERY = 30
 page = frame.current()
 ds = page.ds
 st.title("Which examples still carry loss")
+with st.expander("What am I looking at?", expanded=True):
+    st.markdown(
+        "Images ranked by the **loss** they still carry at the chosen step: −log p(true "
+        "class), near 0 when the model gives the right class a high probability and large "
+        "when it gives it a low one. Each training image pulls on the weights with its error "
+        "p − y (predicted probabilities minus the true label) times the image itself, so "
+        "once the typical images are classified with room to spare, the hard, unusual ones "
+        "shown here (a sandal that looks like a sneaker) are what still moves the weights. "
+        "Pick one below to see its loss over training, when it was first classified right, "
+        "how often it was forgotten (right, then wrong again), and what it adds to its "
+        "class's weight image. The validation split shows held-out images instead: the model "
+        "never trains on them, so they do not move the weights.")
 run = page.run(label="the current settings")
 K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
@@ -19,7 +31,9 @@ c1, c2, c3, c4 = st.columns([3, 1, 2, 1])
 step_word = "Iteration" if run.config.optimizer == "lbfgs" else "Gradient step"
 t = page.choice(c1.select_slider, step_word, "t", its[-1], its, format_func=lambda v: f"{v:,}")
 split = page.choice(c2.radio, "Split", "split", "train", ["train", "val"], cast=str,
-                    horizontal=True, format_func={"train": "train", "val": "validation"}.get)
+                    horizontal=True, format_func={"train": "train", "val": "validation"}.get,
+                    help="validation: images held out from the training split, never trained "
+                         "on.")
 cls = page.choice(c3.selectbox, "Class", "cls", -1, [-1] + list(range(K)),
                   format_func=lambda k: "all classes" if k < 0 else ds.class_names[k])
 order = page.choice(c4.radio, "Show", "order", "hardest", ["hardest", "easiest"],
@@ -39,7 +53,9 @@ if not len(shown):
     frame.stop()
 
 st.markdown(
-    f"Ranked by remaining loss −log p(true class) at step {t:,}, among {len(pool):,} "
+    f"Ranked by remaining loss −log p(true class) at step {t:,}, in nats (natural-log "
+    f"units: 0 for a sure right answer, log {K} ≈ {np.log(K):.2f} for a uniform guess over "
+    f"the {K} classes), among {len(pool):,} "
     f"{'training' if split == 'train' else 'validation'} images"
     f"{'' if cls < 0 else ' of class ' + draw.md(ds.class_names[cls])}. Mean loss there: "
     f"{loss[pool].mean():.3f}; misclassified: {(pred[pool] != labels[pool]).mean():.1%}.")

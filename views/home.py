@@ -9,10 +9,22 @@ page = frame.current()
 ds = page.ds
 
 st.title("Weightscope")
+# Collapsed: the paragraph below already says what the app shows; this is the background.
+with st.expander("What am I looking at?", expanded=False):
+    st.markdown(
+        "A **weight image** is what a logistic regression learns for one class: one weight "
+        "per pixel, drawn orange where the weight is positive (brightness there votes for the "
+        "class) and purple where it is negative (votes against). The app is built around a "
+        "question asked on CrossValidated, the statistics Q&A site (question 483072): trained "
+        "on Fashion-MNIST, 28 x 28 pictures of ten kinds of clothing, shoes and bags, these "
+        "images looked like the clothes after one iteration and like noise after many. Why? "
+        "An answer there (answer 483079) gives three reasons; the pages test them with "
+        "numbers from a run you can change in the sidebar. Presets that name \"the question\" "
+        "or \"the answer\" refer to that thread: the asker's setup and the answer's argument.")
 st.markdown(
     "Why do the weight images of a logistic regression trained on Fashion-MNIST look like "
-    "clothes after one gradient step and like noise after many? Each page shows one step of "
-    "the answer with live numbers:\n"
+    "clothes after one gradient step and like noise after many? Each page checks one part "
+    "of the explanation with live numbers:\n"
     "1. **First step**: from zero weights, one step adds every image of a class and subtracts "
     "the others, so each weight image is an exact contrast of class-mean images.\n"
     "2. **Trajectory**: typical examples are soon predicted well and stop pulling; later "
@@ -23,8 +35,9 @@ st.markdown(
     "4. **Hardest examples**: the examples that still carry loss, and what each pulls on.\n"
     "5. **Why the noise**: descent fits the directions of the images one after another, "
     "smooth ones first and ever finer ones later.\n"
-    "6. **Where it heads**: on separable images the weights turn toward the max-margin "
-    "rule, set by a few hard examples; the typical ones stop pulling."
+    "6. **Where it heads**: on images a straight-line rule can sort, the weights turn toward "
+    "the max-margin rule (the one with the widest gap around the hardest images), set by a "
+    "few hard examples; the typical ones stop pulling."
 )
 
 cols = st.columns(len(frame.PAGES) - 1)
@@ -52,7 +65,9 @@ final = run.iterations_done
 test_acc = run.snapshot_history["test_acc"][-1]
 numbers = st.grid(4, min_column_width=150)  # wraps to fewer a row on a narrow window
 numbers.metric("Test accuracy", f"{test_acc:.3f}", help="Official test split, final weights.")
-numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}")
+numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}",
+               help="Images held out from the training split and never trained on; the "
+                    "pages use them to find where overfitting begins.")
 numbers.metric("L-BFGS iterations" if run.config.optimizer == "lbfgs" else "Gradient steps",
                f"{final:,}")
 numbers.metric("Training time", f"{run.seconds:.1f} s")
@@ -62,15 +77,21 @@ draw.weight_rows([("step 1", run.weights(1)), (f"step {final:,}", run.weights(fi
                  ds.class_names, scale=scale, file_name=f"weights-step-1-and-{final}.png")
 draw.download("One-page summary (HTML)", cached.summary_maker(run, ds, page.link()),
               "weightscope-summary.html", "text/html")
+smoothness_help = (
+    "The smoothness L bounds the curvature of the training loss on these images (how fast "
+    "its slope can change). Gradient descent with any step size below 2/L, the stability "
+    "limit, lowers the loss at every step; the auto step 1/L is a safe, conservative choice "
+    "inside that range. The bound is loose, so somewhat larger steps often still work, "
+    "without the guarantee.")
 if run.config.optimizer == "lbfgs":
     st.caption(f"L-BFGS (scikit-learn's settings, float64) chooses its own steps. "
-               f"{run.stop_reason} Smoothness L = {run.smoothness:.4g}.")
+               f"{run.stop_reason} Smoothness L = {run.smoothness:.4g}.", help=smoothness_help)
 else:
     st.caption(
         f"Learning rate {run.learning_rate:.4g} "
         f"({'auto = 1/L' if run.config.learning_rate == 'auto' else 'fixed'}); smoothness "
-        f"L = {run.smoothness:.4g}, stability limit 2/L = {run.stability_limit:.4g}."
-    )
+        f"L = {run.smoothness:.4g}, stability limit 2/L = {run.stability_limit:.4g}.",
+        help=smoothness_help)
 
 st.subheader("Your own data")
 uploads.upload_messages()

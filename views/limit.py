@@ -83,7 +83,7 @@ st.subheader(f"The weights at step {t:,} and their limit")
 draw.weight_rows([(f"step {t:,} (cosine {cos[run.slot(t)]:.2f})", run.weights(t)),
                   ("max-margin limit", mm.weights)], ds.class_names,
                  scale=draw.pick_scale(ds.image_shape, 56), file_name=f"limit-step-{t}.png",
-                 caption="Each row on its own scale, ± its largest |weight| (in the row label): "
+                 caption="Each row on its own scale, ± the value in its label: "
                          "the limit is a direction, so only its shape matters.")
 
 snaps = run.snapshot_iterations

@@ -23,6 +23,20 @@ page = frame.current()
 ds = page.ds
 cfg = page.config
 st.title("The noise comes first; overfitting is where it stops paying")
+with st.expander("What am I looking at?", expanded=True):
+    st.markdown(
+        "**Overfitting** means getting better on the training images while getting worse on "
+        "new ones: here the **validation** images, held out and never trained on. The same "
+        "model is trained several times, differing only in a **penalty** on large weights: "
+        "none; **L2** at two strengths (adds a multiple of the sum of squared weights to the "
+        "loss); **L1** (a multiple of the sum of absolute weights, which sets many weights to "
+        "exactly zero); and **early stopping**, the run without a penalty taken at the step "
+        "where the validation loss was lowest. Compare when the **roughness** (how speckled "
+        "the weight images are) rises with when the validation loss turns up: the speckle "
+        "comes first, from gradient descent fitting ever finer patterns of the training "
+        "images, and overfitting begins only where that extra detail stops helping on new "
+        "images. The penalties and early stopping cut that fitting short, so their images "
+        "stay smoother.")
 st.info(
     "This page sets each run's penalty itself: the sidebar's L2 and L1 do not apply here. "
     "Data, model, training-set size, steps, learning rate and seed come from the sidebar. "
@@ -31,7 +45,8 @@ st.info(
 wanted = {label: cfg.replace(**penalty) for label, penalty in VARIANTS
           if not (cfg.optimizer == "lbfgs" and penalty["l1"] > 0)}
 if cfg.optimizer == "lbfgs":
-    st.caption("L1 is left out: it needs gradient descent's proximal step.")
+    st.caption("L1 is left out: it needs gradient descent's proximal step (each step "
+               "also sets the weights that L1 pulls past zero to exactly zero).")
 missing = [label for label, c in wanted.items() if resources.run_store().cached(ds, c) is None]
 note = st.empty()  # says what is being trained, then that it was (not "to train" any more)
 if missing:
@@ -115,7 +130,8 @@ if np.isfinite(a):
     like = table.dropna(subset=["like stopping at"])
     notes.append(
         f"Like stopping at: the step t = 1/(a·L2) at which early stopping acts like that L2 "
-        f"penalty (gradient flow; a = {a:.4g}, the no-penalty run's step): "
+        "penalty (approximately, from gradient flow: descent with vanishing steps; "
+        f"a = {a:.4g}, the no-penalty run's step): "
         + "; ".join(f"{label} ≈ stopping at step {step:,.0f}"
                     for label, step in zip(like["run"], like["like stopping at"])) + ".")
 else:
@@ -148,6 +164,11 @@ draw.chart_grid((
     (charts.curves(gap, y_title="train - validation accuracy", selected=best, start=start,
                    title="Generalisation gap"), "generalisation-gap"),
 ))
+st.caption("Loss in nats (natural-log units): the mean of −log p(true class) over the "
+           f"validation images; a uniform guess over the {ds.n_classes} classes scores "
+           f"log {ds.n_classes} ≈ {np.log(ds.n_classes):.2f}. The generalisation gap is "
+           "training minus validation accuracy: how much better the run does on the images "
+           "it was trained on.")
 
 st.subheader("Weight images")
 show = page.choice(st.radio, "Show each run at", "show", "final step",

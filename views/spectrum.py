@@ -175,8 +175,8 @@ if eq is not None:
                       (f"L2 {eq.predicted_strength:.3g}, converged", eq.weights)],
                      ds.class_names, scale=draw.pick_scale(ds.image_shape, 56),
                      file_name=f"early-stopping-vs-l2-step-{t_l2}.png",
-                     caption="Each row on its own scale, ± its largest |weight| (in the row "
-                             "label): the shapes are compared; the sizes differ (metric above).")
+                     caption="Each row on its own scale, ± the value in its label: "
+                             "the shapes are compared; the sizes differ (metric above).")
     st.caption("Cosine per class: " + ", ".join(
         f"{name} {c:.3f}" for name, c in zip(ds.class_names, eq.class_cosines)))
     table = pd.DataFrame([{"step": s, "strength_1_over_at": e.predicted_strength,

@@ -1,5 +1,6 @@
 """Trajectory: the weight images fade from templates to noise as hard examples take over."""
 
+import numpy as np
 import streamlit as st
 
 from core import charts, metrics, report
@@ -11,16 +12,33 @@ page = frame.current()
 ds = page.ds
 st.title("From templates to noise")
 run = page.run(label="the current settings")
+K = ds.n_classes
+its = [int(t) for t in run.snapshot_iterations if t >= 1]
+traj = cached.trajectory(run, ds)
+with st.expander("What am I looking at?", expanded=True):
+    step = "iteration" if run.config.optimizer == "lbfgs" else "step"
+    rough = traj["roughness_mean"]
+    st.markdown(
+        "The weight images (one per class, one weight per pixel) as training goes on: at the "
+        f"{step} the slider picks, then row by row from {step} 1 to the last. After one "
+        f"{step} they are templates made of average images (page \"First step\"); "
+        "later they fade into speckle. Every training image pulls on the weights, harder the "
+        "more wrong the model still is about it. Typical images are soon classified with "
+        "room to spare and their pull fades; the later changes come from the few hard, "
+        "unusual ones (shorts among trousers), and fitting them adds ever finer detail. Here, "
+        f"by {step} {its[-1]:,}, the **similarity to step 1** (1: unchanged) is "
+        f"{traj['similarity_mean'][-1]:.2f} and the **roughness** (how speckled the images "
+        f"are) went from {rough[run.slot(its[0])]:.2f} to {rough[-1]:.2f}. The speckle "
+        "is not overfitting: it starts long before the loss on held-out images turns up "
+        "(page \"Overfitting and regularization\").")
 if run.config.optimizer == "lbfgs":
     st.info(
-        "L-BFGS, as in the question: its three figures are the coefficient images per "
+        "L-BFGS, the optimizer the CrossValidated question used (scikit-learn's default). "
+        "The asker's three figures are the coefficient images per "
         "iteration count (Every class over training), the Coefficient range chart and the "
         "Accuracy chart below, all from this one recorded run. Each iterate equals "
         "scikit-learn's LogisticRegression(max_iter=k, tol=0) refit on the same images.",
         icon=":material/info:")
-K = ds.n_classes
-its = [int(t) for t in run.snapshot_iterations if t >= 1]
-traj = cached.trajectory(run, ds)
 
 t = page.choice(
     st.select_slider,
@@ -86,10 +104,13 @@ draw.chart_grid((
 draw.download("History CSV", lambda: report.history_table(run, traj).to_csv(index=False),
               "history.csv", "text/csv")
 st.caption(
+    "Loss in nats (natural-log units): the mean of −log p(true class); a uniform guess over "
+    f"the {K} classes scores log {K} ≈ {np.log(K):.2f}. "
     f"Who pulls: at step 0 the top 10 % carry {percent(traj['concentration'][0])}, from image "
     "norms alone; a share above that means some examples pull harder because they are still "
     "predicted badly. The page \"Where it heads\" shows which examples stop pulling: the share "
-    "of the pull carried by examples that are not support vectors of the max-margin limit.")
+    "of the pull carried by examples that are not support vectors of the max-margin limit "
+    "(the hard images that alone decide the rule with the widest gap between classes).")
 heads = frame.BY_PATH.get("Limit")  # the page "Where it heads"
 if heads:
     st.page_link(frame.page_object(heads.path), label=heads.title, icon=heads.icon,

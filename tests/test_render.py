@@ -1,0 +1,91 @@
+"""Pictures: the colour scale keeps late weight images readable, and says what it clips."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core import render
+
+
+def _late_image(rng) -> np.ndarray:
+    """A bulk within +/-0.5 and two extreme pixels, like L-BFGS's iteration 300 (+/-3.15)."""
+    w = rng.uniform(-0.5, 0.5, size=(10, 28, 28))
+    w[0, 0, 0], w[3, 5, 5] = 3.15, -3.1
+    return w
+
+
+def test_the_scale_ignores_a_few_extreme_pixels():
+    rng = np.random.default_rng(0)
+    w = _late_image(rng)
+    vmax = render.symmetric_limit(w)
+    assert vmax == np.percentile(np.abs(w[w != 0]), render.SCALE_PERCENTILE)
+    assert 0.45 < vmax < 0.5, "the bulk's scale, not the outliers'"
+    share = render.clipped_share(w, vmax)
+    assert 0 < share <= 1 - render.SCALE_PERCENTILE / 100 + 1e-3
+    # A bulk pixel at 0.4 is drawn far from the white centre (index 127.5); scaled to the
+    # largest pixel it would sit near it.
+    idx = lambda v, lim: int(np.argmin(np.abs(render._LUT.astype(int) - render.diverging_rgb(
+        np.array([v]), lim)[0].astype(int)).sum(axis=1)))
+    assert abs(idx(0.4, vmax) - 127.5) > 0.75 * 127.5
+    assert abs(idx(0.4, np.abs(w).max()) - 127.5) < 0.15 * 127.5
+    # clipped pixels take the end colours
+    rgb = render.diverging_rgb(w, vmax)
+    assert tuple(rgb[0, 0, 0]) == tuple(render._LUT[255])
+    assert tuple(rgb[3, 5, 5]) == tuple(render._LUT[0])
+
+
+def test_sparse_and_empty_images_keep_a_usable_scale():
+    w = np.zeros((2, 8, 8))
+    assert render.symmetric_limit(w) == 1.0
+    w[1, 2, 3] = -0.7  # mostly zeros: the scale comes from the non-zero weights
+    assert render.symmetric_limit(w) == 0.7
+    assert render.clipped_share(w, 0.7) == 0.0
+    assert render.symmetric_limit(np.array([np.nan, np.inf])) == 1.0
+
+
+def test_the_colour_bar_shows_clipping_with_pointed_end_caps():
+    plain = np.asarray(render.colorbar(0.5))
+    capped = np.asarray(render.colorbar(0.5, clipped=True))
+    purple, orange = tuple(render._LUT[0]), tuple(render._LUT[255])
+    mid = 7  # half of the ramp's 14-pixel height
+    row = [tuple(px) for px in capped[mid]]
+    first, last = row.index(purple), len(row) - 1 - row[::-1].index(orange)
+    # the caps stick out beyond the ramp's ends: more end-colour pixels in the middle row
+    # than in the top row, where a cap is one pixel wide
+    top = [tuple(px) for px in capped[0]]
+    assert row.count(purple) > top.count(purple) and row.count(orange) > top.count(orange)
+    assert first < top.index(purple) and last > len(top) - 1 - top[::-1].index(orange)
+    plain_row = [tuple(px) for px in plain[mid]]
+    assert plain_row.count(purple) == [tuple(px) for px in plain[0]].count(purple)
+
+
+def _axis_labels(chart) -> list[str]:
+    """The x-axis tick labels of an Altair chart as rendered (SVG by vl-convert)."""
+    import re
+
+    from core import charts
+
+    svg = charts.to_svg(chart)
+    block = svg[svg.index('class="mark-text role-axis-label"'):]
+    block = block[:block.index("</g>")]
+    return re.findall(r">([^<>]*)</text>", block)
+
+
+def test_log_axes_tick_at_one_two_five_and_label_decades():
+    import pandas as pd
+
+    from core import charts
+
+    assert charts.log_ticks(1, 30_000) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000,
+                                           10_000, 20_000]
+    assert charts.log_ticks(3, 60) == [5, 10, 20, 50]
+    its = np.unique(np.round(np.logspace(0, np.log10(30_000), 60)))
+    data = charts.frame({"loss": (its, 1 / its)})
+    labels = [t for t in _axis_labels(charts.curves(data, y_title="loss")) if t]
+    assert labels == ["1", "10", "100", "1k", "10k"], labels
+    short = charts.frame({"loss": (np.arange(1, 61), np.ones(60))})
+    assert [t for t in _axis_labels(charts.curves(short, y_title="loss")) if t] == \
+        ["1", "2", "5", "10", "20", "50"]
+    wide = charts.lines(pd.DataFrame({"x": [1.0, 784.0], "value": [1.0, 2.0], "series": "a"}),
+                        x_title="direction", y_title="v", log_x=True)
+    assert [t for t in _axis_labels(wide) if t] == ["1", "10", "100"]
