@@ -223,13 +223,14 @@ def colorbar(vmax: float, *, width: int = 240, height: int = 14, font_size: int 
     """Legend for :func:`weight_grid`: the colour ramp from -vmax to +vmax with tick labels.
 
     ``tick_labels`` replaces the three numbers (for grids scaled row by row). ``clipped``
-    adds a pointed cap at each end and writes the end labels as "<= -v" and ">= +v":
-    values beyond the scale are drawn in the end colours.
+    adds a pointed cap at each end and writes the end labels as "< -v" and "> +v"
+    (values beyond the scale are drawn in the end colours; the default font has no
+    "≤" glyph).
     """
     font = _font(font_size)
     texts = list(tick_labels or (f"{-vmax:+.3g}", "0", f"{vmax:+.3g}"))
     if clipped:
-        texts[0], texts[-1] = f"≤ {texts[0]}", f"≥ {texts[-1]}"
+        texts[0], texts[-1] = f"< {texts[0]}", f"> {texts[-1]}"
     ticks = list(zip((-vmax, 0.0, vmax), texts))
     cap = height if clipped else 0
     pad = max(int(max(font.getlength(text) for _, text in ticks) / 2) + 6, cap + 4)

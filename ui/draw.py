@@ -54,11 +54,13 @@ def weight_images(
     show_png(img, caption=caption, file_name=file_name, fill=True)
     if legend:
         clipped = render.clipped_share(images, vmax)
+        # The image's own caption stays short: a long one stretches the bar to its width.
         show_png(render.colorbar(vmax, clipped=clipped > 0),
-                 caption="weight: purple negative, white zero, orange positive" + (
-                     f"; the scale ends at the {render.SCALE_PERCENTILE:g}th percentile of "
-                     f"|weight|, and the {clipped:.1%} of weights beyond it are drawn in the "
-                     "end colours" if clipped else ""))
+                 caption="weight: purple negative, white zero, orange positive")
+        if clipped:
+            st.caption(f"The colour scale ends at the {render.SCALE_PERCENTILE:g}th percentile "
+                       f"of |weight|; the {clipped:.1%} of weights beyond it are drawn in the "
+                       "end colours.")
     return vmax
 
 
@@ -174,10 +176,10 @@ def weight_rows(rows: Sequence[tuple[str, np.ndarray]], class_names: Sequence[st
              file_name=file_name, fill=True)
     clipped = any(render.clipped_share(w, render.symmetric_limit(w)) > 0 for _, w in rows)
     show_png(render.colorbar(1.0, tick_labels=("- row scale", "0", "+ row scale"),
-                             clipped=clipped),
-             caption=f"Each row's scale is the {render.SCALE_PERCENTILE:g}th percentile of its "
-                     "|weight|; the few weights beyond it are drawn in the end colours."
-             if clipped else None)
+                             clipped=clipped))
+    if clipped:
+        st.caption(f"Each row's scale is the {render.SCALE_PERCENTILE:g}th percentile of its "
+                   "|weight|; the few weights beyond it are drawn in the end colours.")
 
 
 def background(task, what: str, expect: str = "", part=None):
