@@ -3,11 +3,12 @@
 Run from the project root with the test environment (it needs Debian's ``chromium``, the
 ``playwright`` package and Fashion-MNIST)::
 
-    .venv/bin/python -m docs.screenshots
+    .venv/bin/python -m docs.screenshots [page names, default all]
 
 It starts its own ``streamlit run app.py`` on a free loopback port with a throw-away run cache,
-so the first page trains the preset (about 15 s) and the Overfitting page its three penalised
-runs (about a minute). Pictures go to ``docs/screenshots/<page>.png``.
+so the first page trains the preset (about 15 s), the Overfitting page its three penalised
+runs (about a minute), and the last two pages wait for their background analyses (about
+20 s each). Pictures go to ``docs/screenshots/<page>.png``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from tests import test_browser as tb
 
 OUT = Path(__file__).resolve().parent / "screenshots"
 PAGES = {"Home": "/", "First_step": "/First_step", "Trajectory": "/Trajectory",
-         "Overfitting": "/Overfitting", "Hardest_examples": "/Hardest_examples"}
+         "Overfitting": "/Overfitting", "Hardest_examples": "/Hardest_examples",
+         "Spectrum": "/Spectrum", "Limit": "/Limit"}
+#: Exact text of an element that appears when a page's background analysis is drawn.
+READY = {case.name: case.ready for case in tb.CASES if case.ready}
 
 
 def main() -> int:
@@ -37,12 +41,21 @@ def main() -> int:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(tb.CHROMIUM),
                                             args=tb.CHROMIUM_ARGS)
+                wanted = sys.argv[1:] or list(PAGES)  # e.g. "Spectrum Limit": only those
                 for name, path in PAGES.items():
+                    if name not in wanted:
+                        continue
                     page = tb.new_page(browser)
                     page.set_default_timeout(600_000)
                     page.goto(f"{server.url}{path}?{urlencode(params)}",
                               wait_until="domcontentloaded")
                     tb.wait_idle(page, after=0, timeout=600)
+                    # Pages that train several runs or solve in the background draw their
+                    # pictures late: wait for them, then for the page to settle.
+                    ready = page.get_by_text(READY[name], exact=True).first if READY.get(name) else \
+                        page.locator("[data-testid='stMain'] [data-testid='stImage'] img").first
+                    ready.wait_for(timeout=600_000)
+                    tb.wait_idle(page, timeout=600)
                     errors = tb.texts(page, "[data-testid='stException'], "
                                             "[data-testid='stAlertContentError']")
                     if errors:

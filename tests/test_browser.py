@@ -63,7 +63,8 @@ class Case:
     view_inputs: dict[str, str] = field(default_factory=dict)  # text/select inputs: value
     view_radios: dict[str, str] = field(default_factory=dict)  # radio groups: checked option
     view_sliders: dict[str, str] = field(default_factory=dict)  # select sliders: thumb text
-    #: Text that appears once the page's background analysis has finished ("" for none).
+    #: Exact text of an element that appears once the page's background analysis has been
+    #: drawn ("" for none); a substring would match the explanation above it.
     ready: str = ""
 
 
@@ -416,7 +417,7 @@ def test_deep_link_renders_and_shows_its_settings(case: Case, server: Server, pa
     if case.ready:
         # The page drew everything else and polls its background analysis; its result
         # arrives with a rerun of the whole page.
-        page.get_by_text(case.ready).first.wait_for(timeout=RUN_TIMEOUT * 1000)
+        page.get_by_text(case.ready, exact=True).first.wait_for(timeout=RUN_TIMEOUT * 1000)
         wait_idle(page)
 
     # The right page ran (a deep link runs the page file itself), without errors.

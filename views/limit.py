@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import analysis, charts
+from core import analysis, charts, report
 from ui import cached, draw, frame
 
 page = frame.current()
@@ -64,7 +64,8 @@ numbers.metric(f"Cosine to the limit at step {its[-1]:,}", f"{cos[-1]:.2f}",
                     "(like 1 / log t).")
 if len(shares) >= 2:
     first, last = shares[0], shares[-1]
-    numbers.metric("Pull from non-support vectors", f"{first:.0%} → {last:.0%}",
+    numbers.metric("Pull from non-support vectors",
+                   f"{report.percent(first)} → {report.percent(last)}",
                    help=f"Share of the pull carried by the {n - n_sv:,} images that are not "
                         f"support vectors, in steps {edges[0] + 1:,}-{edges[1]:,} and in steps "
                         f"{edges[-2] + 1:,}-{edges[-1]:,}.")
@@ -73,8 +74,9 @@ numbers.metric("Solved in", f"{mm.seconds:.1f} s")
 if len(shares) >= 2:
     st.markdown(
         f"**Typical images stop pulling.** The {n - n_sv:,} images that are not support "
-        f"vectors ({(n - n_sv) / n:.0%} of the training set) carried **{shares[0]:.0%}** of "
-        f"the pull in steps {edges[0] + 1:,}-{edges[1]:,} and **{shares[-1]:.0%}** in steps "
+        f"vectors ({(n - n_sv) / n:.0%} of the training set) carried "
+        f"**{report.percent(shares[0])}** of the pull in steps {edges[0] + 1:,}-{edges[1]:,} "
+        f"and **{report.percent(shares[-1])}** in steps "
         f"{edges[-2] + 1:,}-{edges[-1]:,}: the weights are left to the hard ones.")
 
 t = page.choice(st.select_slider, "Step (stored snapshots, log-spaced)", "t", its[-1], its,
