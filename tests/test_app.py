@@ -733,3 +733,22 @@ def test_jargon_shown_on_a_page_is_defined_where_it_is_shown(path, extra):
         assert r"(?i)\bfootnote\b" in seen
     elif path in ("views/trajectory.py", "views/overfitting.py", "views/hardest_examples.py"):
         assert r"\bnats\b" in seen
+
+
+def test_spectrum_page_says_how_much_of_the_noise_came_before_the_minimum():
+    """A run that overfits (10 digits, 1,000 steps): the sentence quotes the share of the
+    roughness rise before the validation minimum, computed from the same run."""
+    from core import metrics, report
+    from core.data import load_digits_dataset
+    from core.settings import Settings
+    from core.trainer import train
+
+    at = open_page("views/spectrum.py", ds="digits", n="10", T="1000")
+    assert_clean(at)
+    text = " ".join(m.value for m in at.markdown if "validation minimum" in m.value)
+    run = train(load_digits_dataset(), Settings(dataset="digits", n_train=10,
+                                                iterations=1000).config())
+    rise = metrics.roughness_rise(run)
+    assert rise["overfits"]
+    assert f"(step {rise['best']:,})" in text
+    assert f"{report.percent(rise['share'])} of the roughness rise came before the minimum" in text

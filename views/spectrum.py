@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import analysis, charts, metrics
+from core import analysis, charts, metrics, report
 from ui import cached, draw, frame
 
 page = frame.current()
@@ -118,8 +118,10 @@ else:
         f"At the validation minimum (step {best:,}) gradient descent had fitted at most "
         f"**{sp.fitted(best):,}** directions and the roughness was "
         f"**{rough[run.slot(best)]:.2f}**; at the end ({run.iterations_done:,}): "
-        f"**{sp.fitted(run.iterations_done):,}** and **{rough[-1]:.2f}**. Most of the fine "
-        "detail came before the minimum, while validation still improved.")
+        f"**{sp.fitted(run.iterations_done):,}** and **{rough[-1]:.2f}**." + (
+            f" {report.percent(share)} of the roughness rise came before the minimum, while "
+            "validation still improved." if np.isfinite(share := metrics.roughness_rise(run)[
+                "share"]) else ""))
 
 st.subheader("Keep only the first directions")
 ks = [k for k in (5, 10, 20, 50, 100, 200, 400) if k < d] + [d]
@@ -127,12 +129,11 @@ k = page.choice(st.select_slider, "Directions kept", "k", min(100, d), ks,
                 format_func=lambda v: f"{v:,}",
                 help="The weights at this step projected on the first k directions.")
 kept = sp.keep_top(W, k)
+acc_kept, acc_all = analysis.accuracy(run, ds, kept, b), analysis.accuracy(run, ds, W, b)
+rough_kept, rough_all = metrics.roughness(kept).mean(), metrics.roughness(W).mean()
 cols = st.grid(3, min_column_width=170)
-cols.metric("Validation accuracy, kept", f"{analysis.accuracy(run, ds, kept, b):.3f}",
-            delta=f"{analysis.accuracy(run, ds, kept, b) - analysis.accuracy(run, ds, W, b):+.3f}"
-                  " vs all")
-cols.metric("Roughness, kept", f"{metrics.roughness(kept).mean():.2f}",
-            delta=f"{metrics.roughness(kept).mean() - metrics.roughness(W).mean():+.2f} vs all",
+cols.metric("Validation accuracy, kept", f"{acc_kept:.3f}", delta=f"{acc_kept - acc_all:+.3f} vs all")
+cols.metric("Roughness, kept", f"{rough_kept:.2f}", delta=f"{rough_kept - rough_all:+.2f} vs all",
             delta_color="inverse")
 cols.metric("Share of the squared weights kept", f"{sp.energy(W)[:k].sum():.1%}")
 draw.weight_rows([(f"step {t:,}", W), (f"first {k:,} directions", kept)], ds.class_names,
