@@ -725,8 +725,12 @@ def test_weight_grids_fill_the_column_with_sharp_pixels(server: Server, browser,
     pg = new_page(browser, width=width)
     try:
         open_deep_link(pg, server, "/Trajectory", SETTINGS)
-        assert_images_loaded(pg)
         grid = pg.locator("[data-testid='stMain'] [data-testid='stImage'] img").first
+        # Once in CI the page was idle without its pictures (a run was still to come):
+        # wait for the picture itself, then for the page to settle.
+        grid.wait_for()
+        wait_idle(pg)
+        assert_images_loaded(pg)
         style = grid.evaluate("img => getComputedStyle(img).imageRendering")
         assert style == "pixelated", style
         box = grid.bounding_box()
