@@ -286,10 +286,23 @@ def wait_idle(pg, after: int | None = None, timeout: float = RUN_TIMEOUT) -> Non
 
 
 def act(pg, action, timeout: float = RUN_TIMEOUT) -> None:
-    """Do ``action`` (a callable) and wait for the run it starts to finish."""
+    """Do ``action`` (a callable) and wait for the run it starts to finish.
+
+    If the action loaded a new document (once in CI a page-link click did), the run
+    counter started again from zero there: then its first finished run is the one."""
     before = runs(pg)
+    pg.evaluate("window.__wsMark = 1")
     action()
-    wait_idle(pg, after=before, timeout=timeout)
+    condition = f"""() => {{
+        if (({_IDLE_JS})()) return false;
+        const n = window.__wsRuns ?? 0;
+        return window.__wsMark === 1 ? n > {before} : n >= 1;
+    }}"""
+    try:
+        pg.wait_for_function(condition, timeout=timeout * 1000, polling=100)
+    except Exception as exc:  # noqa: BLE001 - playwright's TimeoutError, with the reason
+        why = pg.evaluate(_IDLE_JS) or f"no new run after {before}, now {runs(pg)}"
+        raise AssertionError(f"{pg.url}: page still busy after {timeout:.0f} s ({why})") from exc
 
 
 def url_params(url: str) -> dict[str, str]:
