@@ -271,12 +271,15 @@ def wait_idle(pg, after: int | None = None, timeout: float = RUN_TIMEOUT) -> Non
     """Wait until the app is idle: its script finished, connected, no progress bar,
     spinner or stale element, and a title drawn. With ``after`` (a :func:`runs` count
     taken before an action), also until a run has finished since then: the run that the
-    action started, not the idle page before it."""
+    action started, not the idle page before it. If the action loaded a new document
+    (``window.__wsMark``, set by :func:`act`, is gone), the counter started again from
+    zero there, and its first finished run is the one."""
     condition = f"""() => {{
         const why = ({_IDLE_JS})();
         if (why) return false;
-        return {-1 if after is None else after} < (window.__wsRuns ?? 0) ||
-               {'true' if after is None else 'false'};
+        if ({'true' if after is None else 'false'}) return true;
+        const n = window.__wsRuns ?? 0;
+        return window.__wsMark === undefined ? n >= 1 : n > {after if after is not None else 0};
     }}"""
     try:
         pg.wait_for_function(condition, timeout=timeout * 1000, polling=100)
@@ -286,23 +289,12 @@ def wait_idle(pg, after: int | None = None, timeout: float = RUN_TIMEOUT) -> Non
 
 
 def act(pg, action, timeout: float = RUN_TIMEOUT) -> None:
-    """Do ``action`` (a callable) and wait for the run it starts to finish.
-
-    If the action loaded a new document (once in CI a page-link click did), the run
-    counter started again from zero there: then its first finished run is the one."""
+    """Do ``action`` (a callable) and wait for the run it starts to finish (also when it
+    loads a new document: once in CI a page-link click did)."""
     before = runs(pg)
     pg.evaluate("window.__wsMark = 1")
     action()
-    condition = f"""() => {{
-        if (({_IDLE_JS})()) return false;
-        const n = window.__wsRuns ?? 0;
-        return window.__wsMark === 1 ? n > {before} : n >= 1;
-    }}"""
-    try:
-        pg.wait_for_function(condition, timeout=timeout * 1000, polling=100)
-    except Exception as exc:  # noqa: BLE001 - playwright's TimeoutError, with the reason
-        why = pg.evaluate(_IDLE_JS) or f"no new run after {before}, now {runs(pg)}"
-        raise AssertionError(f"{pg.url}: page still busy after {timeout:.0f} s ({why})") from exc
+    wait_idle(pg, after=before, timeout=timeout)
 
 
 def url_params(url: str) -> dict[str, str]:

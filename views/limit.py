@@ -128,17 +128,16 @@ if len(shares):
     st.subheader("Who pulled")
     x = ds.x_train[run.train_indices]
     y = ds.y_train[run.train_indices]
-    early = np.argsort(-np.where(mm.support, -1.0, pulls[0]))[:10]
-    late = np.argsort(-np.where(mm.support, pulls[-1], -1.0))[:10]
-    draw.thumbnails(x[early], [f"{ds.class_names[y[i]]}\n{mm.margin[i]:.2f}" for i in early],
-                    scale=3,
-                    caption=f"Not support vectors that pulled hardest in steps "
-                            f"{edges[0] + 1:,}-{edges[1]:,}, with their margin under the limit "
-                            "(above 1: sorted with room to spare, so they stop pulling).",
-                    file_name="early-pullers.png")
-    draw.thumbnails(x[late], [f"{ds.class_names[y[i]]}\n{mm.margin[i]:.2f}" for i in late],
-                    scale=3,
-                    caption=f"Support vectors that pulled hardest in steps "
-                            f"{edges[-2] + 1:,}-{edges[-1]:,}, with their margin (1: on the "
-                            "edge of the gap): the hard images the limit is made of.",
-                    file_name="late-pullers.png")
+    groups = (
+        (~mm.support, pulls[0], "early-pullers.png",
+         f"Not support vectors that pulled hardest in steps {edges[0] + 1:,}-{edges[1]:,}, with "
+         "their margin under the limit (above 1: sorted with room to spare, so they stop "
+         "pulling)."),
+        (mm.support, pulls[-1], "late-pullers.png",
+         f"Support vectors that pulled hardest in steps {edges[-2] + 1:,}-{edges[-1]:,}, with "
+         "their margin (1: on the edge of the gap): the hard images the limit is made of."),
+    )
+    for members, pull, file_name, caption in groups:
+        top = np.argsort(-np.where(members, pull, -1.0))[:10]
+        draw.thumbnails(x[top], [f"{ds.class_names[y[i]]}\n{mm.margin[i]:.2f}" for i in top],
+                        scale=3, caption=caption, file_name=file_name)
