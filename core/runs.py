@@ -54,6 +54,12 @@ if not log.handlers:
     log.propagate = False
 
 
+#: Seconds a session that stopped (tab closed, connection lost) keeps its claim on a job: a
+#: reconnect within it (Streamlit keeps the session for that) resumes waiting for the same
+#: training instead of starting it again. The issue's target is a release within 5 s.
+RELEASE_GRACE = 2.0
+
+
 class Job:
     """One training run in a background thread, watched by any number of sessions."""
 
@@ -65,6 +71,7 @@ class Job:
         self.started = time.monotonic()
         self.run: Run | None = None
         self.error: BaseException | None = None
+        self.departing: dict[str, object] = {}  # watcher -> token of its pending release
         self.cancelled = threading.Event()
         self.finished = threading.Event()
         self._ds = ds
@@ -166,20 +173,47 @@ class RunStore:
         if watcher is not None and isinstance(got, Job):
             with self._lock:
                 got.watchers.add(watcher)
+                got.departing.pop(watcher, None)  # back within its grace: still waiting
         return got
 
-    def leave(self, key: str, watcher: str) -> int:
+    def leave(self, key: str, watcher: str, why: str = "cancelled by its viewer") -> int:
         """``watcher`` stops waiting for job ``key``; the job is cancelled when nobody
-        waits any more. Returns how many others still wait."""
+        waits any more (``why`` goes to the log). Returns how many others still wait."""
         with self._lock:
             job = self._jobs.get(key)
             if job is None:
                 return 0
             job.watchers.discard(watcher)
+            job.departing.pop(watcher, None)
             others = len(job.watchers)
-        if others == 0:
+        if others == 0 and not job.cancelled.is_set():
             job.cancel()
+            log.info("training %s cancelled (%s)", key, why)
         return others
+
+    def leave_later(self, key: str, watcher: str,
+                    grace: float = RELEASE_GRACE) -> threading.Timer | None:
+        """``watcher`` stopped (its tab closed or its connection dropped): it leaves job
+        ``key`` after ``grace`` seconds unless it asks for the run again meanwhile, as a
+        session that reconnects does. Returns the timer that decides (None when there is
+        nothing to leave)."""
+        token = object()
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or watcher not in job.watchers:
+                return None
+            job.departing[watcher] = token
+
+        def expire() -> None:
+            with self._lock:
+                still = self._jobs.get(key) is job and job.departing.get(watcher) is token
+            if still:
+                self.leave(key, watcher, why="no viewers")
+
+        timer = threading.Timer(grace, expire)
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _request(self, ds: Dataset, cfg: TrainConfig, persist: bool) -> Run | Job:
         run = self.cached(ds, cfg)
@@ -212,12 +246,15 @@ class RunStore:
     def _work(self, job: Job) -> None:
         try:
             # Wait for a slot, but give up at once if everybody stops waiting meanwhile.
+            log.info("training %s queued: %s", job.key, job.cfg)
             while not self._slots.acquire(timeout=0.1):
                 if job.cancelled.is_set():
+                    log.info("training %s dropped from the queue", job.key)
                     raise TrainingCancelled(f"Training {job.key} was cancelled before it started.")
             try:
                 job.queued = False
                 if job.cancelled.is_set():
+                    log.info("training %s dropped from the queue", job.key)
                     raise TrainingCancelled(f"Training {job.key} was cancelled before it started.")
                 job.started = time.monotonic()
                 log.info("training %s started: %s", job.key, job.cfg)
@@ -230,6 +267,9 @@ class RunStore:
             log.info("training %s finished in %.1f s", job.key, run.seconds)
             job.run = run
         except BaseException as exc:  # handed to every waiting session
+            if isinstance(exc, TrainingCancelled) and not job.queued:
+                log.info("training %s stopped at step %d of %d", job.key, job.done_steps,
+                         job.total_steps)
             job.error = exc
         finally:
             job._ds = None

@@ -263,3 +263,44 @@ def test_disk_cache_stays_within_its_budget_dropping_the_least_recently_used(dig
     files = list((tmp_path / "runs").glob("run-*.npz"))
     assert len(files) == 2
     assert sum(f.stat().st_size for f in files) <= 2.5 * size
+
+
+def test_a_stopped_session_releases_its_run_after_the_grace(digits):
+    """A closed tab (the script stopped) leaves the job after the grace: running or
+    queued, a job nobody waits for any more is cancelled."""
+    store = RunStore(max_jobs=1)
+    running = store.request(digits, CFG.replace(iterations=50_000), watcher="alice")
+    queued = store.request(digits, CFG.replace(iterations=50_000, seed=4), watcher="bob")
+    assert queued.queued
+    store.leave_later(queued.key, "bob", grace=0.05).join()
+    assert queued.wait(5) and isinstance(queued.error, TrainingCancelled)
+    assert not running.cancelled.is_set(), "bob's release cancelled alice's run"
+    store.leave_later(running.key, "alice", grace=0.05).join()
+    assert running.wait(30) and isinstance(running.error, TrainingCancelled)
+    assert running.done_steps < 50_000
+
+
+def test_a_session_back_within_the_grace_keeps_its_run(digits):
+    """A reconnect asks for the same run again before the grace ends: the training goes
+    on, and a later release still works."""
+    store = RunStore()
+    cfg = CFG.replace(iterations=50_000)
+    job = store.request(digits, cfg, watcher="alice")
+    timer = store.leave_later(job.key, "alice", grace=0.2)
+    assert store.request(digits, cfg, watcher="alice") is job
+    timer.join()
+    assert not job.cancelled.is_set(), "the reconnected session lost its run"
+    store.leave_later(job.key, "alice", grace=0.05).join()
+    assert job.wait(30) and isinstance(job.error, TrainingCancelled)
+
+
+def test_a_stopped_session_does_not_cancel_a_run_others_wait_for(digits):
+    store = RunStore()
+    cfg = CFG.replace(iterations=50_000)
+    job = store.request(digits, cfg, watcher="alice")
+    store.request(digits, cfg, watcher="bob")
+    store.leave_later(job.key, "alice", grace=0.05).join()
+    assert not job.cancelled.is_set()
+    assert store.leave_later(job.key, "alice") is None, "alice already left"
+    store.leave(job.key, "bob")
+    assert job.wait(30) and isinstance(job.error, TrainingCancelled)

@@ -596,3 +596,83 @@ def test_uploaded_data_stays_private_and_a_bad_file_keeps_the_last_good_data(
     finally:
         context.close()
         other.close()
+
+
+# --------------------------------------------------------------------------- closed tabs
+
+#: Long enough (about 40 s of training here) that only a release can end it early.
+LINK_LONG = {"ds": "fashion-mnist", "n": "1000", "T": "100000", "lr": "auto", "l2": "0",
+             "l1": "0", "seed": "7"}
+_QUEUED = re.compile(r"weightscope: training ([0-9a-f]+) queued: TrainConfig\((.*)\)\s*$")
+
+
+def queued_key(server: Server, **want: str) -> str | None:
+    """The key of the first "training <key> queued" line whose config has ``want``."""
+    for line in server.log_path.read_text(errors="replace").splitlines():
+        if (m := _QUEUED.search(line)):
+            fields = dict(re.findall(r"(\w+)=('[^']*'|[^,]+)", m.group(2)))
+            if all(fields.get(k, "").strip("'") == v for k, v in want.items()):
+                return m.group(1)
+    return None
+
+
+def wait_for_log(server: Server, needle: str, timeout: float) -> float:
+    """Seconds until ``needle`` appears in the server log; fails after ``timeout``."""
+    t0 = time.monotonic()
+    while needle not in server.log_tail(1 << 20):
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"no {needle!r} in the server log within {timeout:.0f} s:\n"
+                        f"{server.log_tail()}", pytrace=False)
+        if server.proc.poll() is not None:
+            pytest.fail(f"the server exited:\n{server.log_tail()}", pytrace=False)
+        # The log is a file another process writes: nothing to wait on but its content.
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def open_training(browser, server: Server, params: dict[str, str], wait_text: str):
+    """A new tab on Trajectory for ``params``, once its progress bar says ``wait_text``."""
+    ctx = browser.new_context(viewport={"width": WIDTH, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(120_000)
+    pg.goto(f"{server.url}/Trajectory?{urlencode(params)}", wait_until="commit")
+    pg.locator("[data-testid='stProgress']", has_text=wait_text).first.wait_for()
+    return pg
+
+
+@pytest.mark.browser
+def test_a_closed_tab_stops_its_training_and_a_closed_queued_tab_never_starts(
+        fresh_server, browser):
+    """Tabs closed while their run trains or waits for the one training slot
+    (WEIGHTSCOPE_MAX_JOBS=1, the default) release it: the running training stops within
+    seconds, and the queued one is dropped and never starts, even once the slot frees."""
+    server = fresh_server
+    a = open_training(browser, server, LINK_LONG, "Training")
+    key_a = queued_key(server, n_train="1000", seed="7")
+    assert key_a and started_for(server, n_train="1000", seed="7") == [key_a]
+
+    b = open_training(browser, server, {**LINK_LONG, "seed": "8"}, "Waiting for a free")
+    key_b = queued_key(server, n_train="1000", seed="8")
+    assert key_b and key_b != key_a
+    b.context.close()
+    released = wait_for_log(server, f"training {key_b} cancelled (no viewers)", 15)
+    wait_for_log(server, f"training {key_b} dropped from the queue", 5)
+    print(f"\nqueued tab closed: released after {released:.1f} s")
+
+    # The viewer of A cancels: the slot frees, and B (dropped) must not take it.
+    a.get_by_role("button", name="Cancel training").click()
+    wait_for_log(server, f"training {key_a} stopped at step", 15)
+    a.get_by_text("Training was cancelled").wait_for()
+    assert started_for(server, n_train="1000", seed="8") == [], server.log_tail()
+
+    # A running training whose only tab closes stops.
+    a.reload(wait_until="commit")
+    a.locator("[data-testid='stProgress']", has_text="Training").first.wait_for()
+    keys = started_for(server, n_train="1000", seed="7")
+    assert len(keys) == 2, "the retry after Cancel did not start a training"
+    a.context.close()
+    released = wait_for_log(server, f"training {key_a} cancelled (no viewers)", 15)
+    wait_for_log(server, f"training {key_a} stopped at step", 5)
+    print(f"running tab closed: released after {released:.1f} s")
+    assert finished_keys(server) == [], "a released training ran to its end"
+    assert started_for(server, n_train="1000", seed="8") == [], server.log_tail()

@@ -7,6 +7,7 @@ import uuid
 from typing import NoReturn
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import StopException
 
 from core.config import TrainConfig
 from core.data import Dataset
@@ -53,7 +54,7 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
     if previous and (isinstance(got, Run) or previous != got.key):
         # This session moved on (another setting, another page): a training nobody
         # waits for any more is cancelled instead of holding the training slot.
-        store.leave(previous, me)
+        store.leave(previous, me, why="its viewer moved on")
         st.session_state.pop("ws_watching", None)
     if isinstance(got, Run):
         return got
@@ -78,15 +79,23 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
                     "again.")
         st.button("Retry")
         stop()
-    while not job.wait(0.25):
-        if job.queued:
-            # The server trains a limited number of runs at once (WEIGHTSCOPE_MAX_JOBS).
-            bar.progress(0.0, text=f"Waiting for a free training slot: {store.running - 1} other "
-                                   f"training(s) ahead or running; {label} starts when one ends.")
-            continue
-        done, total = job.done_steps, max(job.total_steps, 1)
-        bar.progress(min(done / total, 1.0),
-                     text=progress_text(label, cfg, done, total, job.elapsed, job.eta))
+    try:
+        while not job.wait(0.25):
+            if job.queued:
+                # The server trains a limited number of runs at once (WEIGHTSCOPE_MAX_JOBS).
+                bar.progress(0.0, text=f"Waiting for a free training slot: {store.running - 1} "
+                                       f"other training(s) ahead or running; {label} starts when "
+                                       "one ends.")
+                continue
+            done, total = job.done_steps, max(job.total_steps, 1)
+            bar.progress(min(done / total, 1.0),
+                         text=progress_text(label, cfg, done, total, job.elapsed, job.eta))
+    except StopException:
+        # The server stops a session's script when its tab closes or its connection drops;
+        # the stop surfaces here, at the next progress update. A rerun (another click)
+        # raises RerunException instead and keeps the claim: the next run decides.
+        store.leave_later(job.key, me)
+        raise
     box.empty()
     st.session_state.pop("ws_watching", None)
     if isinstance(job.error, TrainingCancelled):
