@@ -450,8 +450,12 @@ class _Ticker:
 
 
 def _flat(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of uint8 ``images`` as a C-contiguous (m, d) uint8 array."""
-    return np.ascontiguousarray(images[idx].reshape(len(idx), -1))
+    """Rows ``idx`` of uint8 ``images`` as a C-contiguous (m, d) uint8 array.
+
+    ``d`` is spelled out rather than inferred (-1): with no rows (a data set too small
+    for a validation hold-out) numpy cannot infer it.
+    """
+    return np.ascontiguousarray(images[idx].reshape(len(idx), math.prod(images.shape[1:])))
 
 
 def _divergence_reason(t: int, obj: float, loss0: float, lr: float, L: float) -> str:

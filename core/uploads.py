@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import re
 import stat
@@ -39,6 +40,8 @@ from PIL import Image
 # core.data's own IDX header checks and fingerprint, reused so both speak alike.
 from core.data import (GZIP_MAGIC, Dataset, content_fingerprint, gunzip, gzip_errors,
                        parse_idx_dims, parse_idx_header, read_idx_bytes, stratified_split)
+
+log = logging.getLogger("weightscope")
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -158,8 +161,9 @@ def load_upload(files: list[tuple[str, bytes]], limits: UploadLimits = LIMITS) -
     for name, data in files:
         _check_file_size(_file(name), len(data), limits)
     shown = ", ".join(_file(name) for name, _ in sorted(files, key=lambda f: f[0]))
-    return _finish(_parse(files, limits), f"Uploaded by you: {shown}", _upload_fingerprint(files),
-                   limits)
+    with _unforeseen(shown):
+        return _finish(_parse(files, limits), f"Uploaded by you: {shown}",
+                       _upload_fingerprint(files), limits)
 
 
 def load_folder(path, limits: UploadLimits = LIMITS) -> Upload:
@@ -196,8 +200,9 @@ def load_folder(path, limits: UploadLimits = LIMITS) -> Upload:
             raise UploadError(f"{p} cannot be read ({err.strerror or err}); check its "
                               "permissions.") from None
     shown = ", ".join(_file(p.name) for p in chosen)
-    return _finish(_parse(files, limits), f"From the folder {folder}: {shown}",
-                   _upload_fingerprint(files), limits)
+    with _unforeseen(shown):
+        return _finish(_parse(files, limits), f"From the folder {folder}: {shown}",
+                       _upload_fingerprint(files), limits)
 
 
 # --------------------------------------------------------------------------- telling formats apart
@@ -252,6 +257,11 @@ def _read_idx_files(files: list[tuple[str, bytes]], limits: UploadLimits) -> _Pa
         raise UploadError(f"{' and '.join(images for images, _ in pairs.values())} hold "
                           f"{n_images:,} images, more than the {limits.max_images:,} allowed; "
                           "upload fewer images.")
+    if "test" in pairs:
+        (train, _), (test, _) = pairs["train"], pairs["test"]
+        if dims[test][1:] != dims[train][1:]:
+            raise UploadError(f"{test} holds images of {_size(dims[test])} pixels but {train} "
+                              f"holds {_size(dims[train])}; give both splits the same size.")
     content = dict(files)
     arrays = {}
     for split, (images, labels) in pairs.items():
@@ -388,8 +398,17 @@ def _checked_members(zf: zipfile.ZipFile, name: str, limits: UploadLimits) -> li
 def _zip_errors(name: str) -> Iterator[None]:
     try:
         yield
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
-        # RuntimeError: encrypted members; NotImplementedError: unsupported compression.
+    except UploadError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, ValueError, OSError,
+            struct.error) as err:
+        # RuntimeError: encrypted members; NotImplementedError (a subclass): unsupported
+        # compression. A damaged directory whose offsets point outside the archive makes
+        # zipfile seek before the start ("negative seek value") or unpack a short header;
+        # the same errors raised outside zipfile are not about the archive.
+        if isinstance(err, (ValueError, OSError, struct.error)) \
+                and not _raised_in(err, zipfile.__file__):
+            raise
         raise UploadError(f"{name} could not be unpacked ({err}); create the archive again with "
                           "an ordinary zip tool, without a password.") from None
 
@@ -735,9 +754,33 @@ def _check_file_size(name: str, size: int, limits: UploadLimits) -> None:
 
 
 def _check_side(where: str, height: int, width: int, max_side: int) -> None:
+    if min(height, width) < 1:
+        raise UploadError(f"{where} has images of {width} x {height} pixels, which hold no "
+                          "pixels; save images of at least 1 x 1 pixels.")
     if max(height, width) > max_side:
         raise UploadError(f"{where} has images of {width} x {height} pixels; at most "
                           f"{max_side} x {max_side} are read, so shrink them.")
+
+
+@contextlib.contextmanager
+def _unforeseen(shown: str) -> Iterator[None]:
+    """Any other failure while reading ``shown`` (file names) as an UploadError.
+
+    The checks above word every failure they foresee; a file that fails some other way
+    (a library's error on damaged bytes, memory) is still a refusal the viewer is told
+    about, with the data in use kept, rather than an error page. The traceback goes to
+    the server log, where the unforeseen case can be found and given its own check.
+    """
+    try:
+        yield
+    except UploadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the contract: every refusal is an UploadError
+        log.warning("upload %s refused on an unforeseen %s", shown, type(err).__name__,
+                    exc_info=True)
+        said = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise UploadError(f"{shown} could not be read ({said}); check that the files are "
+                          f"undamaged and {_FORMATS}.") from None
 
 
 @contextlib.contextmanager
@@ -749,6 +792,14 @@ def _reworded() -> Iterator[None]:
         raise
     except ValueError as err:
         raise UploadError(str(err)) from None
+
+
+def _raised_in(err: BaseException, filename: str) -> bool:
+    """Whether the innermost Python frame of ``err``'s traceback is in ``filename``."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename == filename
 
 
 def _base(name: str) -> str:
@@ -776,6 +827,11 @@ def _natural(name: str):
 def _listing(names: tuple[str, ...], most: int = 6) -> str:
     shown = ", ".join(names[:most])
     return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
+def _size(dims: tuple[int, ...]) -> str:
+    """Width x height of IDX images ``(n, height, width)``."""
+    return f"{dims[2]} x {dims[1]}"
 
 
 def _mb(n: int) -> str:

@@ -597,3 +597,144 @@ def test_huge_declarations_and_bombs_are_refused_without_a_large_allocation(file
     for phrase in phrases:
         assert phrase in str(caught.value)
     assert peak < 10 * MB, f"peak {peak / MB:.1f} MB"
+
+
+# --------------------------------------------------------------------------- accepted means trainable
+
+
+def trains(ds, **cfg):
+    """Train ``ds`` briefly on every image the data set admits; the Run."""
+    from core.config import n_train_range
+    from core.trainer import TrainConfig, train
+
+    return train(ds, TrainConfig(n_train=n_train_range(ds)[1], iterations=3, **cfg))
+
+
+@pytest.mark.parametrize("counts", [(2, 2, 2), (4, 4, 4), (2, 9)])
+@pytest.mark.parametrize("cfg", [{}, {"model": "ovr"}, {"optimizer": "lbfgs", "dtype": "float64"}],
+                         ids=["softmax", "ovr", "lbfgs"])
+def test_too_few_images_for_a_validation_hold_out_train_without_one(counts, cfg):
+    """Fewer than 5 training images per class leave no validation hold-out: the run trains
+    on what there is and records no validation numbers (NaN), instead of failing."""
+    x, y = labelled(counts)
+    ds = load_upload([("small.npz", npz(x_train=x, y_train=y))]).dataset
+    run = trains(ds, **cfg)
+    assert len(run.val_indices) == 0 and len(run.train_indices) == len(ds.y_train)
+    assert run.iterations_done == 3 and not run.diverged
+    assert np.isnan(run.snapshot_history["val_loss"]).all()
+    assert np.isnan(run.snapshot_history["val_acc"]).all()
+    assert run.records["val"].loss.shape == (len(run.snapshot_iterations), 0)
+    assert np.isfinite(run.history["train_loss"]).all()
+    assert np.isfinite(run.snapshot_history["test_acc"][-1])
+
+
+def zero_side(shape):
+    return np.zeros(shape, np.uint8)
+
+
+def bad_directory_offset(archive: bytes) -> bytes:
+    """``archive`` with the central directory's offset in its end record (bytes -6 to -2 of
+    an archive without comment) pointing past the end of the file."""
+    return archive[:-6] + b"\xff\xff\xff\x7f" + archive[-2:]
+
+
+# Files the loader used to accept (or fail on with a plain ValueError) that cannot train.
+REFUSED_UP_FRONT = [
+    ([("m.npz", npz(x_train=zero_side((15, 0, 5)), y_train=Y))],
+     ["x_train in m.npz has images of 5 x 0 pixels", "no pixels", "at least 1 x 1"]),
+    ([("m.npz", npz(x_train=zero_side((15, 6, 0)), y_train=Y))],
+     ["x_train in m.npz has images of 0 x 6 pixels", "no pixels"]),
+    ([("m.npz", npz(x_train=zero_side((15, 0, 0, 3)), y_train=Y))],
+     ["x_train in m.npz has images of 0 x 0 pixels"]),
+    ([("m.npz", npz(x_train=X, y_train=Y, x_test=zero_side((6, 0, 5)), y_test=YT))],
+     ["x_test in m.npz has images of 5 x 0 pixels"]),
+    (idx_files(X, Y, labelled((2, 2, 2), shape=(4, 4))[0], YT),
+     ["t10k-images-idx3-ubyte.gz holds images of 4 x 4 pixels",
+      "train-images-idx3-ubyte.gz holds 5 x 6", "same size"]),
+    ([("m.npz", npz(x_train=X, y_train=Y, x_test=labelled(shape=(6, 5, 2))[0][:6], y_test=YT))],
+     ["x_test in m.npz has shape (6, 6, 5, 2)"]),
+    # A damaged central-directory offset made zipfile raise "negative seek value".
+    ([("m.npz", bad_directory_offset(npz(x_train=X, y_train=Y)))],
+     ["m.npz could not be unpacked", "create the archive again"]),
+]
+
+
+@pytest.mark.parametrize("files, phrases", REFUSED_UP_FRONT,
+                         ids=[case[1][0][:48] for case in REFUSED_UP_FRONT])
+def test_files_that_could_not_train_are_refused_up_front(files, phrases):
+    with pytest.raises(UploadError) as caught:
+        load_upload(files)
+    for phrase in phrases:
+        assert phrase in str(caught.value)
+
+
+def damaged(files, rng):
+    """``files`` with one of them damaged: a few bytes changed, cut short, or bytes inserted."""
+    which = int(rng.integers(len(files)))
+    name, data = files[which]
+    data = bytearray(data)
+    how = int(rng.integers(3))
+    if how == 0:
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(len(data)))] = int(rng.integers(256))
+    elif how == 1:
+        del data[int(rng.integers(len(data))):]
+    else:
+        at = int(rng.integers(len(data)))
+        data[at:at] = rng.integers(0, 256, int(rng.integers(1, 8)), dtype=np.uint8).tobytes()
+    return [*files[:which], (name, bytes(data)), *files[which + 1:]]
+
+
+def good_uploads():
+    x, y = labelled((6, 6, 6))
+    xt, yt = labelled((2, 2, 2), seed=1)
+    return {
+        "npz": [("m.npz", npz(x_train=x, y_train=y, x_test=xt, y_test=yt,
+                              class_names=np.array(["a", "b", "c"])))],
+        "npz-compressed": [("m.npz", npz(compressed=True, x_train=x, y_train=y))],
+        "idx": idx_files(x, y, xt, yt, pack=bytes, suffix=""),
+        "idx-gz": idx_files(x, y, xt, yt),
+        "zip": [("p.zip", zipped({**class_folders(x, y, prefix="train/"),
+                                  **class_folders(xt, yt, prefix="test/")}))],
+    }
+
+
+@pytest.mark.parametrize("kind", list(good_uploads()))
+def test_a_damaged_file_is_refused_with_a_message_or_trains(kind):
+    """Hundreds of damaged copies of good uploads (seeded): each is refused with an
+    UploadError naming a file, or is a data set that trains. Nothing else escapes."""
+    files = good_uploads()[kind]
+    names = {name for name, _ in files}
+    rng = np.random.default_rng(sum(map(ord, kind)))
+    refused = trained = 0
+    for _ in range(300):
+        case = damaged(files, rng)
+        try:
+            up = load_upload(case)
+        except UploadError as err:
+            assert any(name in str(err) for name in names), str(err)
+            refused += 1
+            continue
+        run = trains(up.dataset)
+        assert run.iterations_done == 3
+        trained += 1
+    assert refused and trained  # the damage is varied enough to reach both outcomes
+
+
+@pytest.mark.parametrize("error", [IndexError("index 7 is out of bounds"), MemoryError(),
+                                   ValueError("something numpy said")])
+def test_an_unforeseen_failure_inside_the_loader_is_still_a_refusal(monkeypatch, tmp_path, error):
+    """Every way a file can fail that no check foresaw becomes an UploadError naming the
+    files, so the app can say so and keep the data in use (the contract of load_upload)."""
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(uploads, "_pixels", fail)
+    with pytest.raises(UploadError) as caught:
+        load_upload([("m.npz", npz(x_train=X, y_train=Y))])
+    assert "m.npz could not be read" in str(caught.value)
+    assert type(error).__name__ in str(caught.value)
+    (tmp_path / "m.npz").write_bytes(npz(x_train=X, y_train=Y))
+    with pytest.raises(UploadError) as caught:
+        load_folder(tmp_path)
+    assert "m.npz could not be read" in str(caught.value)
