@@ -752,3 +752,97 @@ def test_spectrum_page_says_how_much_of_the_noise_came_before_the_minimum():
     assert rise["overfits"]
     assert f"(step {rise['best']:,})" in text
     assert f"{report.percent(rise['share'])} of the roughness rise came before the minimum" in text
+
+
+#: Markdown and HTML a crafted link could carry: a link, an image from another host, a
+#: heading on its own line (ATX and setext), raw HTML, an autolink, a code span to close.
+PAYLOAD = ("x`](y) [Session expired: sign in again](https://evil.example/login) "
+           "![i](https://evil.example/p.png)\n# Fake heading\nUnderlined\n===\n"
+           "<img src=https://evil.example/q.png><a href=https://evil.example>a</a> "
+           "www.evil.example **loud**")
+#: Parts of the payload that must never reach a page unescaped, whatever the parameter.
+MARKERS = ("](y)", "](https", "![i]", "<img", "<a href", "\n# Fake", "\n===", "evil.example",
+           "www.evil", "**loud**")
+
+
+def strings_of(message, out: list[str]) -> list[str]:
+    """Every string field of a protobuf message, recursively (bodies, labels, help,
+    captions, options, placeholders: whatever the front end may render)."""
+    for field, value in message.ListFields():
+        repeated = not isinstance(value, (str, bytes)) and not hasattr(value, "ListFields") \
+            and hasattr(value, "__iter__")
+        values = value if repeated else [value]
+        for v in values:
+            if isinstance(v, str):
+                out.append(v)
+            elif hasattr(v, "ListFields"):
+                strings_of(v, out)
+    return out
+
+
+def rendered_strings(at: AppTest) -> list[str]:
+    out: list[str] = []
+
+    def walk(node):
+        proto = getattr(node, "proto", None)
+        if proto is not None and hasattr(proto, "ListFields"):
+            strings_of(proto, out)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return out
+
+
+def unescaped(text: str) -> str:
+    """``text`` with every backslash-escaped character removed: what is left is what
+    Markdown may interpret."""
+    return re.sub(r"\\.", "", text, flags=re.S)
+
+
+def renders_payload(text: str) -> bool:
+    """Whether Markdown would make markup of the payload in ``text``: its syntax where it
+    is not escaped, or a web address anywhere (GFM links "https://x" and "www.x" even
+    when their characters are escaped)."""
+    literal = re.sub(r"\\(.)", r"\1", text, flags=re.S)
+    return any(m in unescaped(text) for m in MARKERS) or \
+        any(m in literal for m in ("://evil", "www.evil"))
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_no_link_value_is_rendered_as_markdown_or_html(path):
+    """Every parameter of the page's links (settings, view values, the link version, the
+    data fingerprint and an unknown one) carries the payload: no string the page sends
+    to the browser holds it in a form Markdown would render."""
+    from ui.frame import PAGES as SPECS
+
+    spec = next(s for s in SPECS if s.file == path)
+    at = app_test(path)
+    for k, v in SMALL.items():
+        at.query_params[k] = v
+    at.query_params["v"] = PAYLOAD
+    at.query_params["data"] = PAYLOAD
+    at.query_params["evil"] = PAYLOAD
+    for key in spec.views:
+        at.query_params[key] = PAYLOAD
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    shown = rendered_strings(at)
+    assert any("Session expired" in s for s in shown), "the payload was not shown at all"
+    bad = [s for s in shown if renders_payload(s)]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("key", [s.key for s in __import__("core.config").config.SETTINGS])
+def test_no_setting_in_a_link_is_rendered_as_markdown_or_html(key):
+    """The payload in one setting at a time (the rest of the link valid): the frame reads
+    settings the same way for every page, so Home stands for all."""
+    at = open_page(HOME, **{**SMALL, key: PAYLOAD})
+    assert not at.exception, [e.message for e in at.exception]
+    shown = rendered_strings(at)
+    assert any("Session expired" in s for s in shown), "the ignored value was not quoted"
+    bad = [t for t in shown if renders_payload(t)]
+    assert not bad, bad
+
+
+# --------------------------------------------------------------------------- uploads through the uploader

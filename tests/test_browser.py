@@ -747,3 +747,37 @@ def test_weight_grids_fill_the_column_with_sharp_pixels(server: Server, browser,
         assert_no_errors(pg, server)
     finally:
         pg.context.close()
+
+
+#: Markdown and HTML in every parameter of a link (see tests/test_app.py's PAYLOAD).
+HOSTILE_VALUE = ("x`](y) [Session expired: sign in again](https://evil.example/login) "
+                 "![i](https://evil.example/p.png)\n# Fake heading\nUnderlined\n===\n"
+                 "<img src=https://evil.example/q.png><a href=https://evil.example>a</a> "
+                 "www.evil.example")
+
+
+@pytest.mark.parametrize("path,views", [("Trajectory", ("t", "cls")),
+                                        ("Hardest_examples", ("t", "split", "cls", "ex"))])
+def test_a_crafted_link_draws_no_link_image_or_heading_and_fetches_nothing_elsewhere(
+        server: Server, page, path, views):
+    """Every parameter carries the payload: the page quotes it as text, holds no link,
+    image or heading made from it, and the browser asks no other host for anything."""
+    elsewhere: list[str] = []
+    page.on("request", lambda r: elsewhere.append(r.url)
+            if not r.url.startswith((server.url, "data:", "blob:")) else None)
+    # The data fingerprint stops the page at its mismatch notice, so the view values go
+    # in a second link.
+    for keys in (("v", "data", "evil"), ("v", "evil", *views)):
+        open_deep_link(page, server, f"/{path}",
+                       {**SETTINGS, **{k: HOSTILE_VALUE for k in keys}})
+        page.get_by_text("Session expired", exact=False).first.wait_for()
+        made = page.evaluate("""() => ({
+            links: [...document.querySelectorAll('a')].map(a => a.href)
+                .filter(h => !h.startsWith(location.origin + '/')),
+            images: [...document.querySelectorAll('img')].map(i => i.src)
+                .filter(s => s.includes('evil')),
+            headings: [...document.querySelectorAll('h1,h2,h3,h4,h5,h6')].map(h => h.innerText)
+                .filter(t => /Fake heading|Underlined|Session expired/.test(t)),
+        })""")
+        assert made == {"links": [], "images": [], "headings": []}, (keys, made)
+    assert elsewhere == [], elsewhere

@@ -19,12 +19,23 @@ from core import render
 CHART_MIN_WIDTH = 440
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_AUTOLINK = re.compile(r"(?i)://|www\.|@.")
 
 
 def md(text) -> str:
-    """``text`` with every Markdown and HTML character escaped, for user-supplied strings
-    (file names, class names) inside st.markdown, st.error and friends."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    """``text`` as literal text inside st.markdown, st.error and friends: the one escaping
+    rule for everything a viewer did not write themselves (URL values, file, member, class
+    and data-set names). Every Markdown and HTML character is escaped, and line breaks and
+    other control characters become one space: a value must not start a line of its own,
+    where "===" under it would make a heading. Web and mail addresses are broken with an
+    invisible word joiner so that they are not made links. Never put the result inside
+    backticks (a code span shows the backslashes, and a backtick in the value closes it)."""
+    text = _LINE_BREAKS.sub(" ", str(text))
+    # GFM turns "https://x", "www.x" and "a@b.c" into links even when their characters
+    # are escaped; an invisible word joiner in each breaks the pattern, not the reading.
+    text = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + "\u2060" + m.group(0)[-1], text)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def probability(p: float) -> str:

@@ -70,8 +70,10 @@ PAGE_PATHS = {p.path for p in PAGES if p.path}
 def navigation():
     """``st.navigation`` over :data:`PAGES`, its own menu hidden: the frame draws the page
     links itself so that each carries the current settings (a middle-click opens the same
-    run in a new tab)."""
-    pages = {p.path: st.Page(p.file, title=p.title, icon=p.icon, default=not p.path,
+    run in a new tab). The pages get no icon here: Streamlit would make a Material icon
+    the tab's favicon, fetched from fonts.gstatic.com (the page links draw the icons from
+    the bundled font instead, and the favicon is set_page_config's)."""
+    pages = {p.path: st.Page(p.file, title=p.title, default=not p.path,
                              **({"url_path": p.path} if p.path else {})) for p in PAGES}
     st.session_state["ws_pages"] = pages
     return st.navigation(list(pages.values()), position="hidden")
@@ -270,7 +272,7 @@ def open_frame(nav) -> Frame:
             and ss.get("ws_accept_data") != mismatch:
         st.title(spec.heading)
         st.error(
-            f"This link was made on data with fingerprint `{md(params['data'][:40])}`, but "
+            f"This link was made on data with fingerprint {md(params['data'][:40])}, but "
             f"{md(choices[settings.dataset])} here has fingerprint `{ds.fingerprint[:8]}`: "
             "its numbers would not match what the link shows. Get the same data, or "
             "continue with the data available here.")
