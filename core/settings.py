@@ -137,7 +137,7 @@ def from_params(params: dict[str, str], base: Settings = DEFAULT,
     version = params.get("v")
     if version is not None and version != LINK_VERSION:
         notices.append(
-            f"This link was made by another version of Weightscope (v={version}); "
+            f"This link was made by another version of Weightscope (v={version[:40]}); "
             "its settings were read as far as they still apply.")
     for s in SETTINGS:
         key = prefix + s.key
