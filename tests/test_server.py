@@ -676,3 +676,72 @@ def test_a_closed_tab_stops_its_training_and_a_closed_queued_tab_never_starts(
     print(f"running tab closed: released after {released:.1f} s")
     assert finished_keys(server) == [], "a released training ran to its end"
     assert started_for(server, n_train="1000", seed="8") == [], server.log_tail()
+
+
+class StallingProxy:
+    """A loopback TCP proxy in front of the server that can stall: it stops passing bytes
+    either way without closing anything, as a dropped Wi-Fi or a sleeping laptop does."""
+
+    def __init__(self, target_port: int):
+        import threading
+
+        self.stalled = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._target = target_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while not self.stalled.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                if self.stalled.is_set():
+                    return  # dropped, and nothing more is read: both ends keep waiting
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.mark.browser
+def test_a_lost_connection_releases_its_training_within_the_ping_timeout(
+        chromium, fashion_dir, browser, tmp_path, monkeypatch):
+    """The connection stalls (no close from the browser): the server notices when its
+    websocket pings go unanswered (2 s interval and timeout here; 30 s by default) and
+    releases the run as for a closed tab."""
+    monkeypatch.setenv("STREAMLIT_SERVER_WEBSOCKET_PING_INTERVAL", "2")
+    with Server(tmp_path) as server:
+        proxy = StallingProxy(server.port)
+        try:
+            ctx = browser.new_context(viewport={"width": WIDTH, "height": 900})
+            pg = ctx.new_page()
+            pg.set_default_timeout(120_000)
+            pg.goto(f"http://127.0.0.1:{proxy.port}/Trajectory?{urlencode(LINK_LONG)}",
+                    wait_until="commit")
+            pg.locator("[data-testid='stProgress']", has_text="Training").first.wait_for()
+            key = queued_key(server, n_train="1000", seed="7")
+            assert key and started_for(server, n_train="1000", seed="7") == [key]
+            proxy.stalled.set()
+            released = wait_for_log(server, f"training {key} cancelled (no viewers)", 30)
+            wait_for_log(server, f"training {key} stopped at step", 5)
+            print(f"\nstalled connection: released after {released:.1f} s")
+            assert finished_keys(server) == []
+            ctx.close()
+        finally:
+            proxy.close()
