@@ -166,7 +166,7 @@ def load_upload(files: list[tuple[str, bytes]], limits: UploadLimits = LIMITS) -
                        _upload_fingerprint(files), limits)
 
 
-def load_folder(path, limits: UploadLimits = LIMITS) -> Upload:
+def load_folder(path, limits: UploadLimits = LIMITS, *, name: str | None = None) -> Upload:
     """Read a server-side folder named by the operator, as :func:`load_upload` reads uploads.
 
     Parameters
@@ -176,6 +176,10 @@ def load_folder(path, limits: UploadLimits = LIMITS) -> Upload:
         and images or labels, gzipped or plain) or, failing those, one .npz
         (or .zip). Other files are ignored.
     limits : UploadLimits
+    name : str, optional
+        What viewers call the folder. The data set's source names the folder by it, never
+        by its path, which viewers must not see (error messages do name the path: they
+        are for the operator's log).
 
     Returns
     -------
@@ -201,7 +205,8 @@ def load_folder(path, limits: UploadLimits = LIMITS) -> Upload:
                               "permissions.") from None
     shown = ", ".join(_file(p.name) for p in chosen)
     with _unforeseen(shown):
-        return _finish(_parse(files, limits), f"From the folder {folder}: {shown}",
+        where = f"the server's data folder {name!r}" if name else "a data folder on the server"
+        return _finish(_parse(files, limits), f"From {where}: {shown}",
                        _upload_fingerprint(files), limits)
 
 

@@ -846,3 +846,138 @@ def test_no_setting_in_a_link_is_rendered_as_markdown_or_html(key):
 
 
 # --------------------------------------------------------------------------- uploads through the uploader
+
+
+# --------------------------------------------------------------------------- uploads through the uploader
+
+
+def idx_file(array) -> bytes:
+    """``array`` (uint8) as a plain IDX file."""
+    import struct
+
+    array = np.asarray(array, dtype=np.uint8)
+    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) \
+        + array.tobytes()
+
+
+def tiny_idx_upload(per_class: int, classes: int = 3, names=("train-images-idx3-ubyte",
+                                                              "train-labels-idx1-ubyte")):
+    """Plain IDX images and labels (as the uploader takes them: name, bytes, MIME type) of
+    ``per_class`` random 6 x 5 images of each class."""
+    rng = np.random.default_rng(per_class)
+    y = np.repeat(np.arange(classes), per_class)
+    x = rng.integers(0, 256, (len(y), 6, 5), dtype=np.uint8)
+    return [(names[0], idx_file(x), "application/octet-stream"),
+            (names[1], idx_file(y), "application/octet-stream")]
+
+
+def upload_on_home(files) -> AppTest:
+    """The home page (small digits runs) after ``files`` were chosen in its uploader."""
+    at = app_test(HOME)
+    for k, v in {**TINY, "T": "20"}.items():
+        at.query_params[k] = v
+    at.run()
+    at.file_uploader(key="ws_uploader").set_value(files).run()
+    return at
+
+
+#: What a page that shows validation numbers says when the data have none.
+NO_VALIDATION = "too few for a validation hold-out"
+
+
+@pytest.mark.parametrize("path", PAGES)
+@pytest.mark.parametrize("per_class", [2, 4])
+def test_an_upload_too_small_for_validation_trains_on_every_page_and_says_so(path, per_class):
+    """2 or 4 training images per class (the smallest accepted, and one short of a
+    validation hold-out), uploaded through the home page's uploader: every page trains and
+    draws, and a page that shows validation numbers says there are none."""
+    at = upload_on_home(tiny_idx_upload(per_class))
+    assert_clean(at)
+    assert url(at)["ds"] == "upload"
+    if path != HOME:
+        at.switch_page(path)
+        at.run()
+        settle(at)
+        assert_clean(at)
+        assert url(at)["ds"] == "upload"
+    assert len(at.get("image")) >= 1
+    if path == "views/hardest_examples.py":  # validation images only on the validation split
+        at.radio(key="ws_v/Hardest_examples/split").set_value("val").run()
+        assert_clean(at)
+    text = page_text(at)
+    shown = text + " " + " ".join(m.value for m in at.main.metric)
+    assert "nan" not in re.findall(r"[a-z]+", shown), "a number is shown as nan"
+    if path not in ("views/first_step.py", "views/limit.py"):
+        assert NO_VALIDATION in text, text
+
+
+# --------------------------------------------------------------------------- settings from the environment
+
+
+def test_a_cap_below_one_step_says_that_one_step_is_trained(monkeypatch):
+    monkeypatch.setenv("WEIGHTSCOPE_MAX_WORK", "1e2")
+    at = open_page(HOME, **SMALL)  # 60 steps on 300 images; one step is 300 image-steps
+    assert not at.exception
+    [message] = [e.value for e in at.sidebar.error]
+    assert "cap of 100 image-steps" in message
+    assert "even 1 step on 300 images is; training 1 step, the smallest run there is" in message
+    assert "at most 100 training images" in message
+    assert url(at)["T"] == "1"
+
+
+def test_home_names_operator_folders_without_their_paths_and_reports_a_broken_one(
+        monkeypatch, tmp_path, server_log):
+    from ui.draw import md
+
+    rng = np.random.default_rng(2)
+    good, gone = tmp_path / "srv" / "letters", tmp_path / "srv" / "gone"
+    good.mkdir(parents=True)
+    np.savez(good / "letters.npz", x_train=rng.integers(0, 256, (300, 10, 10), dtype=np.uint8),
+             y_train=np.repeat(np.arange(3), 100))
+    monkeypatch.setenv("WEIGHTSCOPE_FOLDERS", f"letters={good};broken={gone}")
+    at = open_page(HOME, ds="folder:letters", n=150, T=30)
+    assert not at.exception
+    shown = page_text(at) + "\n".join(e.value for e in at.sidebar.get("caption"))
+    for path in (tmp_path, good, gone):
+        assert str(path) not in shown and md(path) not in shown
+    assert "From the server's data folder 'letters': letters.npz" in shown
+    assert any("The folder 'broken' could not be loaded; the server log says why." in w.value
+               for w in at.warning), [w.value for w in at.warning]
+    # The operator finds the reason, with the path, in the log: once, however many reruns.
+    at.run()
+    assert len(server_log("WEIGHTSCOPE_FOLDERS", "'broken'", str(gone))) == 1
+
+
+def test_a_link_to_a_missing_or_broken_folder_says_so_and_keeps_the_data_in_use(
+        monkeypatch, tmp_path):
+    monkeypatch.setenv("WEIGHTSCOPE_FOLDERS", f"broken={tmp_path / 'empty'}")
+    (tmp_path / "empty").mkdir()  # holds no data files
+    at = open_page(HOME, **SMALL)
+    assert_clean(at)
+    for name, says in (("nope", "this server has no data folder called 'nope'"),
+                       ("broken", "the folder 'broken' could not be loaded; the server log "
+                                  "says why")):
+        at.query_params["ds"] = f"folder:{name}"
+        at.run()
+        assert not at.exception
+        warnings = [w.value for w in at.warning]
+        assert any(says in w and "showing Digits" in w for w in warnings), warnings
+        text = page_text(at)
+        assert "apt-get" not in text and "Install" not in text and str(tmp_path) not in text
+        assert url(at)["ds"] == "digits"  # the data in use stays
+        assert len(at.get("image")) >= 1
+
+
+def test_an_empty_data_dir_leaves_the_digits_working_and_says_why(monkeypatch, tmp_path,
+                                                                   server_log):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("WEIGHTSCOPE_DATA_DIR", str(empty))
+    at = open_page(HOME, **SMALL)
+    assert not at.exception
+    assert len(at.get("image")) >= 1
+    assert "fashion-mnist" not in at.sidebar.selectbox(key="ws_w_dataset").options
+    assert any("WEIGHTSCOPE_DATA_DIR" in i.value and "the server log says why" in i.value
+               for i in at.info), [i.value for i in at.info]
+    assert str(empty) not in page_text(at)
+    assert server_log("WEIGHTSCOPE_DATA_DIR", str(empty), "lacks train-images")

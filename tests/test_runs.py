@@ -3,8 +3,18 @@ cancel."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
+import stat
+import subprocess
+import sys
 import threading
+import time
+import tracemalloc
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,3 +314,317 @@ def test_a_stopped_session_does_not_cancel_a_run_others_wait_for(digits):
     assert store.leave_later(job.key, "alice") is None, "alice already left"
     store.leave(job.key, "bob")
     assert job.wait(30) and isinstance(job.error, TrainingCancelled)
+
+
+# -- the disk cache: owners, permissions, temporary files, what a run file may hold ----------
+
+def cached_file(folder, ds, cfg=CFG):
+    """Train ``cfg`` with a disk cache in ``folder``: the run and its file."""
+    run = RunStore(disk_dir=folder).get(ds, cfg)
+    return run, folder / f"run-{run_key(ds.fingerprint, cfg)}.npz"
+
+
+def another_user(monkeypatch):
+    """From now on every file in the folder belongs to someone else (as far as the store
+    can tell: its owner is not the server's effective user)."""
+    them = os.geteuid() + 1
+    monkeypatch.setattr(os, "geteuid", lambda: them)
+
+
+def age(path, seconds):
+    """Set ``path``'s access and modification times ``seconds`` into the past."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_run_file_we_may_not_touch_is_still_used_read_only(digits, tmp_path, monkeypatch):
+    """A readable file whose times we may not set (another user's) is served as it is:
+    before, the failing os.utime threw the run away and deleted the file."""
+    run, path = cached_file(tmp_path, digits)
+    before = path.read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "utime", refuse)
+    store = RunStore(disk_dir=tmp_path)
+    assert_same_run(run, store.get(digits, CFG))
+    assert store.trainings == 0
+    assert path.read_bytes() == before
+
+
+def test_a_damaged_run_file_of_another_user_is_neither_deleted_nor_replaced(
+        digits, tmp_path, monkeypatch):
+    run, path = cached_file(tmp_path, digits)
+    path.write_bytes(path.read_bytes()[:300])
+    damaged = path.read_bytes()
+    another_user(monkeypatch)
+    store = RunStore(disk_dir=tmp_path)
+    assert_same_run(run, store.get(digits, CFG))  # a cache miss: trained again
+    assert store.trainings == 1
+    assert path.read_bytes() == damaged, "another user's file was deleted or replaced"
+
+
+def test_pruning_never_deletes_files_that_are_not_run_files_by_name(digits, tmp_path):
+    """Over budget, the store deletes its own least recently used runs and nothing else
+    in the folder, however old or large."""
+    _, probe = cached_file(tmp_path / "probe", digits)
+    size = probe.stat().st_size
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    not_runs = [folder / "run-notes.npz", folder / "run-0123.npz", folder / "tmp-a.npz",
+                folder / ".tmp-a.npz.part", folder / "notes.txt"]
+    for f in not_runs:
+        f.write_bytes(bytes(size))
+        age(f, 10 * 86400)
+    store = RunStore(disk_dir=folder, max_disk_bytes=int(2.5 * size))
+    for seed in range(4):
+        store.get(digits, CFG.replace(seed=seed))
+    assert all(f.exists() for f in not_runs)
+    ours = sorted(f.name for f in folder.glob("run-*.npz") if f not in not_runs)
+    assert ours == sorted(f"run-{run_key(digits.fingerprint, CFG.replace(seed=s))}.npz"
+                          for s in (2, 3))
+
+
+def test_pruning_never_deletes_another_users_run_files(digits, tmp_path, monkeypatch):
+    _, probe = cached_file(tmp_path / "probe", digits)
+    size = probe.stat().st_size
+    folder = tmp_path / "runs"
+    theirs = [cached_file(folder, digits, CFG.replace(seed=s))[1] for s in (1, 2)]
+    for f in theirs:
+        age(f, 86400)
+    another_user(monkeypatch)
+    store = RunStore(disk_dir=folder, max_disk_bytes=int(1.5 * size))
+    for seed in (3, 4):
+        store.get(digits, CFG.replace(seed=seed))
+    assert all(f.exists() for f in theirs)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_run_files_get_the_permissions_the_umask_allows(digits, tmp_path, umask):
+    """Another user of a shared folder can read what the server wrote (mkstemp made
+    0600 files before)."""
+    old = os.umask(umask)
+    try:
+        _, path = cached_file(tmp_path, digits)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def held_temp(folder, size, name=".tmp-livewriter.npz"):
+    """A temporary file as a live writer holds it: open, locked and ``size`` bytes long."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / name, "wb")
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fh.write(bytes(size))
+    fh.flush()
+    return fh
+
+
+@pytest.mark.parametrize("case, kept", [
+    ("abandoned", False),          # a writer died mid-write: no lock held, bytes written
+    ("being written", True),       # a live writer (this process, another server) holds it
+    ("just created", True),        # empty and fresh: its writer may not have locked it yet
+    ("empty and old", False),
+    ("another user's", True),      # never delete what the server did not write
+    ("no locks, fresh", True),     # a file system without locks: only age proves it stale
+    ("no locks, old", False),
+])
+def test_start_up_sweeps_only_temporary_files_provably_abandoned(
+        digits, tmp_path, monkeypatch, case, kept):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    temp = folder / ".tmp-0123456789abcdef0123-0123456789ab.npz"
+    holder = None
+    if case == "being written":
+        holder = held_temp(folder, 5000, temp.name)
+    else:
+        temp.write_bytes(b"" if case in ("just created", "empty and old") else bytes(5000))
+    if case in ("empty and old", "no locks, old"):
+        age(temp, core.runs.STALE_TEMP_SECONDS + 600)
+    if case == "another user's":
+        another_user(monkeypatch)
+    if case.startswith("no locks"):
+        def no_locks(*args):
+            raise OSError(37, "No locks available")
+        monkeypatch.setattr(fcntl, "flock", no_locks)
+    try:
+        RunStore(disk_dir=folder)
+        assert temp.exists() == kept
+    finally:
+        if holder:
+            holder.close()
+
+
+def test_a_live_writers_temporary_file_counts_toward_the_disk_budget(digits, tmp_path):
+    _, probe = cached_file(tmp_path / "probe", digits)
+    size = probe.stat().st_size
+    folder = tmp_path / "runs"
+    with held_temp(folder, 2 * size):
+        store = RunStore(disk_dir=folder, max_disk_bytes=int(3.5 * size))
+        for seed in range(3):
+            store.get(digits, CFG.replace(seed=seed))
+        assert (folder / ".tmp-livewriter.npz").exists()  # in use: never deleted
+        assert len(list(folder.glob("run-*.npz"))) == 1  # 2 + 1 runs fit, 2 + 2 do not
+        assert store.disk_bytes <= 3.5 * size
+
+
+KILLED_WRITER = """
+import resource, signal, sys
+from pathlib import Path
+import core.runs
+from core.config import TrainConfig
+from core.data import load_digits_dataset
+
+trained = core.runs.train
+
+def train_then_limit(*args, **kwargs):
+    run = trained(*args, **kwargs)
+    # The kernel kills this process (SIGXFSZ, default action) at the write that passes
+    # 64 KB: a death in the middle of writing the run file, with no clean-up.
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+    return run
+
+core.runs.train = train_then_limit
+core.runs.RunStore(disk_dir=Path(sys.argv[1])).get(
+    load_digits_dataset(), TrainConfig(n_train=300, iterations=80, n_val=100))
+"""
+
+
+def test_a_write_killed_midway_is_counted_then_swept_by_the_next_start(digits, tmp_path):
+    folder = tmp_path / "runs"
+    running = RunStore(disk_dir=folder)  # a server that was up before the crash
+    child = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(folder)],
+                           cwd=Path(core.runs.__file__).parents[1], capture_output=True,
+                           timeout=120)
+    assert child.returncode == -signal.SIGXFSZ, child.stderr.decode()[-2000:]
+    left = list(folder.glob(".tmp-*.npz"))
+    assert len(left) == 1 and left[0].stat().st_size == 1 << 16
+    assert not list(folder.glob("run-*.npz"))
+    assert running.disk_bytes == 1 << 16  # the leftover counts toward the budget
+    restarted = RunStore(disk_dir=folder)
+    assert not left[0].exists()
+    assert restarted.disk_bytes == 0
+
+
+def corrupt(arrays, change):
+    """A copy of ``arrays`` changed by ``change`` (name -> new array, or None to drop)."""
+    out = {k: v.copy() for k, v in arrays.items()}
+    for name, new in change(out).items():
+        if new is None:
+            del out[name]
+        else:
+            out[name] = new
+    return out
+
+
+def _one_snapshot_fewer(a):
+    S = len(a["snapshot_iterations"])
+    return {k: v[:S - 1] for k, v in a.items()
+            if v.ndim and v.shape[0] == S and not k.startswith("history/")}
+
+
+def _set(name, index, value):
+    def change(a):
+        arr = a[name].copy()
+        arr[index] = value
+        return {name: arr}
+    return change
+
+
+BAD_FILES = {
+    "a class fewer": lambda a: {"snapshot_weights": a["snapshot_weights"][:, :-1],
+                                "snapshot_biases": a["snapshot_biases"][:, :-1]},
+    "a pixel fewer": lambda a: {"snapshot_weights": a["snapshot_weights"][..., :-1]},
+    "one record short": lambda a: {"rec/train/loss": a["rec/train/loss"][:-1]},
+    "a snapshot fewer everywhere": _one_snapshot_fewer,
+    "an iteration fewer": lambda a: {k: v[:-1] for k, v in a.items() if k.startswith("history/")},
+    "a training image fewer": lambda a: {k: a[k][..., :-1] for k in (
+        "train_indices", "learned_at", "forgetting_events", "snapshot_grad_norms",
+        "rec/train/loss", "rec/train/p_true", "rec/train/pred")},
+    "residual sums of other images": lambda a: {"residual_sums": a["residual_sums"][:, :-1]},
+    "validation records of another size": lambda a: {
+        k: a[k][..., :-1] for k in ("val_indices", "rec/val/loss", "rec/val/p_true",
+                                    "rec/val/pred")},
+    "an index outside the data": _set("train_indices", 0, 10**6),
+    "a prediction of no class": _set("rec/val/pred", (2, 0), 10),
+    "a snapshot that is not stored": _set("snapshot_iterations", 3, 4),
+    "iterations done not the history's": lambda a: {"iterations_done": np.array(79)},
+    "weights that are not finite": _set("snapshot_weights", (5, 0, 0), np.nan),
+    "weights in the other precision": lambda a: {
+        "snapshot_weights": a["snapshot_weights"].astype(np.float64)},
+    "a scalar as a vector": lambda a: {"learning_rate": a["learning_rate"].reshape(1)},
+    "labels as text": lambda a: {"rec/train/pred": a["rec/train/pred"].astype("U2")},
+    "Python objects": lambda a: {"learned_at": a["learned_at"].astype(object)},
+    "a member missing": lambda a: {"rec/val/pred": None},
+    "a member nobody asked for": lambda a: {"notes": np.zeros(3)},
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_run_file_of_the_wrong_shape_is_refused_at_load_and_trained_again(
+        digits, tmp_path, case):
+    """A file with the right header (data, settings, format) but arrays that do not fit
+    the config and data set is a cache miss, not a run that fails later in a page."""
+    run, path = cached_file(tmp_path, digits)
+    bad = corrupt(run_to_arrays(run), BAD_FILES[case])
+    with pytest.raises(ValueError):
+        run_from_arrays(bad, digits, CFG)
+    with open(path, "wb") as fh:
+        np.savez(fh, **bad)
+    store = RunStore(disk_dir=tmp_path)
+    assert_same_run(run, store.get(digits, CFG))
+    assert store.trainings == 1
+    again = RunStore(disk_dir=tmp_path)  # the refused file was replaced by a good one
+    assert_same_run(run, again.get(digits, CFG))
+    assert again.trainings == 0
+
+
+def test_every_kind_of_run_the_trainer_makes_passes_the_checks(digits, tmp_path):
+    """Diverged, L-BFGS (stopping early or not), one-vs-rest, float64 and tiny runs are
+    read back from disk as they were written."""
+    for cfg in (CFG.replace(learning_rate=50.0, iterations=300),
+                CFG.replace(optimizer="lbfgs", dtype="float64", iterations=30, l2=0.01),
+                CFG.replace(optimizer="lbfgs", dtype="float64", iterations=500),
+                CFG.replace(model="ovr", iterations=250, l1=0.001),
+                CFG.replace(iterations=1, n_train=10, n_val=0)):
+        run, _ = cached_file(tmp_path, digits, cfg)
+        store = RunStore(disk_dir=tmp_path)
+        assert_same_run(run, store.get(digits, cfg))
+        assert store.trainings == 0, cfg
+
+
+def huge_member(path, name, shape):
+    """Add member ``name`` to the npz at ``path``: a float64 array of ``shape`` whose
+    zeros compress to almost nothing (a file of a few hundred KB)."""
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open(f"{name}.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": "<f8", "fortran_order": False, "shape": shape})
+            chunk = bytes(1 << 20)
+            for _ in range(int(np.prod(shape)) * 8 >> 20):
+                fh.write(chunk)
+
+
+@pytest.mark.parametrize("member", ["notes", "history/train_loss"])
+def test_the_loader_refuses_an_oversized_member_without_reading_it(
+        digits, tmp_path, member):
+    """An unknown member, or a known one far longer than the config allows, is refused
+    from its npy header: 100 MB of zeros are never allocated."""
+    run, path = cached_file(tmp_path, digits)
+    arrays = run_to_arrays(run)
+    arrays.pop(member, None)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    huge_member(path, member, (12_500_000,))
+    store = RunStore(disk_dir=tmp_path)
+    tracemalloc.start()
+    try:
+        assert store.cached(digits, CFG) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20, f"{peak / 2**20:.0f} MB allocated to refuse the file"
