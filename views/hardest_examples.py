@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from core import charts, metrics, report
-from ui import draw, frame
+from ui import draw, frame, uploads
 
 GALLERY = 30
 
@@ -39,6 +39,8 @@ cls = page.choice(c3.selectbox, "Class", "cls", -1, [-1] + list(range(K)),
 order = page.choice(c4.radio, "Show", "order", "hardest", ["hardest", "easiest"],
                     cast=str)
 
+if split == "val" and uploads.no_validation(run, ds):
+    frame.stop()
 idx = run.train_indices if split == "train" else run.val_indices
 labels = ds.y_train[idx]
 loss = run.neg_log_p_true(t, split)

@@ -65,12 +65,14 @@ final = run.iterations_done
 test_acc = run.snapshot_history["test_acc"][-1]
 numbers = st.grid(4, min_column_width=150)  # wraps to fewer a row on a narrow window
 numbers.metric("Test accuracy", f"{test_acc:.3f}", help="Official test split, final weights.")
-numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.3f}",
+numbers.metric("Validation accuracy",
+               uploads.validation_value(run.snapshot_history['val_acc'][-1]),
                help="Images held out from the training split and never trained on; the "
                     "pages use them to find where overfitting begins.")
 numbers.metric("L-BFGS iterations" if run.config.optimizer == "lbfgs" else "Gradient steps",
                f"{final:,}")
 numbers.metric("Training time", f"{run.seconds:.1f} s")
+uploads.no_validation(run, ds)
 scale = draw.pick_scale(ds.image_shape)
 st.markdown(f"**Weight images after step 1 and after step {final:,}**")
 draw.weight_rows([("step 1", run.weights(1)), (f"step {final:,}", run.weights(final))],

@@ -9,7 +9,7 @@ import streamlit as st
 from core import charts, metrics, report
 from core.settings import PRESETS, to_params
 from core.trainer import one_two_five
-from ui import draw, frame, resources
+from ui import draw, frame, resources, uploads
 
 #: The runs compared, each with the penalty this page sets itself.
 VARIANTS = (
@@ -93,8 +93,7 @@ elif np.isfinite(base.snapshot_history["val_loss"]).any():
             query_params=to_params(preset.settings,
                                    resources.dataset(preset.settings.dataset).fingerprint))
 else:
-    st.info("These data have no validation hold-out, so nothing shows where overfitting "
-            "begins.", icon=":material/info:")
+    uploads.no_validation(base, ds)  # so nothing shows where overfitting begins
 
 images = {label: run.weights(run.iterations_done) for label, run in runs.items()}
 images["early stopping"] = base.weights(best)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import analysis, charts, metrics, report
-from ui import cached, draw, frame
+from ui import cached, draw, frame, uploads
 
 page = frame.current()
 ds = page.ds
@@ -52,19 +52,23 @@ numbers.metric("Roughness, measured", f"{traj['roughness_mean'][slot]:.2f}",
 numbers.metric("Roughness from the spectrum", f"{curves['roughness_estimate'][slot]:.2f}",
                help="An estimate: each class's share of its squared weights along each "
                     "direction times that eigen-image's roughness, summed over directions.")
-numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][slot]:.3f}")
+numbers.metric("Validation accuracy",
+               uploads.validation_value(run.snapshot_history['val_acc'][slot]))
+uploads.no_validation(run, ds)
 
 st.subheader("The directions, largest first")
-top_idx = np.arange(min(10, d))
 # The very last directions are pixels no training image lights (eigenvalue 0): show the
-# last ten that carry any variance.
-live = int(np.count_nonzero(sp.eigenvalues > 1e-9 * sp.eigenvalues[0]))
+# last ten that carry any variance. A tiny data set has fewer than ten (at most one per
+# image): then one row holds them all.
+live = max(1, int(np.count_nonzero(sp.eigenvalues > 1e-9 * sp.eigenvalues[0])))
+top_idx = np.arange(min(10, live))
 low_idx = np.arange(max(0, live - 10), live)
 mid = live // 2 if live > 30 else 0
-rows = [("directions 1-10", sp.eigen_images(top_idx))]
+rows = [(f"directions 1-{len(top_idx)}", sp.eigen_images(top_idx))]
 if mid > 10:
     rows.append((f"directions {mid + 1}-{mid + 10}", sp.eigen_images(np.arange(mid, mid + 10))))
-rows.append((f"directions {low_idx[0] + 1}-{live}", sp.eigen_images(low_idx)))
+if live > 10:
+    rows.append((f"directions {low_idx[0] + 1}-{live}", sp.eigen_images(low_idx)))
 draw.weight_rows(rows, [f"#{i + 1}" for i in top_idx], scale=draw.pick_scale(ds.image_shape, 56),
                  file_name="eigen-images.png",
                  caption="Eigen-images of the training images' second moment x^T x / n (each "
@@ -105,7 +109,9 @@ if gd:
 draw.chart_grid(items)
 best = run.best_iteration()
 rough = traj["roughness_mean"]
-if not gd:
+if not len(run.val_indices):
+    pass  # no validation minimum to speak of; the note above says why
+elif not gd:
     st.markdown(f"The validation minimum is at iteration {best:,}.")
 elif best == run.iterations_done:
     st.markdown(
@@ -132,7 +138,8 @@ kept = sp.keep_top(W, k)
 acc_kept, acc_all = analysis.accuracy(run, ds, kept, b), analysis.accuracy(run, ds, W, b)
 rough_kept, rough_all = metrics.roughness(kept).mean(), metrics.roughness(W).mean()
 cols = st.grid(3, min_column_width=170)
-cols.metric("Validation accuracy, kept", f"{acc_kept:.3f}", delta=f"{acc_kept - acc_all:+.3f} vs all")
+cols.metric("Validation accuracy, kept", uploads.validation_value(acc_kept),
+            delta=uploads.validation_value(acc_kept - acc_all, "+.3f") + " vs all")
 cols.metric("Roughness, kept", f"{rough_kept:.2f}", delta=f"{rough_kept - rough_all:+.2f} vs all",
             delta_color="inverse")
 cols.metric("Share of the squared weights kept", f"{sp.energy(W)[:k].sum():.1%}")

@@ -6,7 +6,7 @@ import streamlit as st
 from core import charts, metrics, report
 from core.report import percent
 from core.trainer import one_two_five
-from ui import cached, draw, frame
+from ui import cached, draw, frame, uploads
 
 page = frame.current()
 ds = page.ds
@@ -51,7 +51,8 @@ slot = run.slot(t)
 scale = draw.pick_scale(ds.image_shape)
 numbers = st.grid(5, min_column_width=150)  # wraps to fewer a row on a narrow window
 numbers.metric("Train accuracy", f"{run.history['train_acc'][t]:.3f}")
-numbers.metric("Validation accuracy", f"{run.snapshot_history['val_acc'][slot]:.3f}")
+numbers.metric("Validation accuracy",
+               uploads.validation_value(run.snapshot_history['val_acc'][slot]))
 numbers.metric("Similarity to step 1", f"{traj['similarity_mean'][slot]:.2f}",
                help="Mean over classes of the correlation between the class's weight image now "
                     "and after step 1.")
@@ -64,6 +65,7 @@ numbers.metric("Top-10 % gradient share", percent(traj["concentration"][slot]),
                     "||p - y|| is the same, so the share there, "
                     f"{percent(traj['concentration'][0])}, comes from image norms alone: that "
                     "is the baseline, not 10 %.")
+uploads.no_validation(run, ds)
 
 st.subheader(f"Weight images at step {t:,}")
 draw.weight_images(run.weights(t), col_labels=ds.class_names, scale=scale,
