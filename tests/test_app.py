@@ -981,3 +981,72 @@ def test_an_empty_data_dir_leaves_the_digits_working_and_says_why(monkeypatch, t
                for i in at.info), [i.value for i in at.info]
     assert str(empty) not in page_text(at)
     assert server_log("WEIGHTSCOPE_DATA_DIR", str(empty), "lacks train-images")
+
+
+def npz_upload(name: str = "mine.npz", **arrays) -> tuple[str, bytes, str]:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return name, buf.getvalue(), "application/octet-stream"
+
+
+@pytest.mark.parametrize("names", [
+    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("a-train-images.idx3-ubyte", "a-train-labels.idx1-ubyte"),
+    ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    ("train images", "train labels"),
+])
+def test_the_uploader_takes_every_file_name_the_loader_reads(names):
+    """IDX files are read by content whatever their names: the uploader must not refuse
+    them by extension (it refused plain IDX names with a StreamlitAPIException)."""
+    import gzip
+
+    files = tiny_idx_upload(10, names=names)
+    if names[0].endswith(".gz"):
+        files = [(n, gzip.compress(data), mime) for n, data, mime in files]
+    at = upload_on_home(files)
+    assert_clean(at)
+    assert url(at)["ds"] == "upload"
+    assert at.sidebar.selectbox(key="ws_w_dataset").value == "upload"
+
+
+@pytest.mark.parametrize("bad, says", [
+    (npz_upload("flat.npz", x_train=np.zeros((30, 0, 5), np.uint8), y_train=np.arange(30) % 3),
+     "x_train in flat.npz has images of 5 x 0 pixels"),
+    (npz_upload("nan.npz", x_train=np.full((30, 4, 4), np.nan), y_train=np.arange(30) % 3),
+     "x_train in nan.npz holds values from nan"),
+    (npz_upload("one.npz", x_train=np.zeros((30, 4, 4), np.uint8), y_train=np.zeros(30, int)),
+     "y_train in one.npz has only one class"),
+    (("notes.csv", b"a,b\n1,2\n", "text/csv"), "notes.csv is not a .npz, .zip or IDX file"),
+])
+def test_a_refused_upload_says_why_and_the_data_in_use_stays(bad, says):
+    """After a good upload, a bad file gets its message and the good data stays in use."""
+    at = upload_on_home(tiny_idx_upload(10))
+    assert_clean(at)
+    good = url(at)["data"]
+    at.file_uploader(key="ws_uploader").set_value(bad).run()
+    assert not at.exception, [e.message for e in at.exception]
+    message = " ".join(e.value for e in at.error)
+    assert md_plain(says) in message and "The data set in use is unchanged." in message
+    assert (url(at)["ds"], url(at)["data"]) == ("upload", good)
+    assert len(at.get("image")) >= 1
+
+
+def md_plain(text: str) -> str:
+    """``text`` as ui.draw.md escapes it (the form it takes in a message)."""
+    return escaped(text)
+
+
+def test_upload_notices_name_members_and_classes_escaped():
+    """Notices about an upload quote names from inside it (ignored arrays, class labels):
+    they are escaped, never rendered as Markdown."""
+    link = "[click](https://evil.example)"
+    rng = np.random.default_rng(0)
+    at = upload_on_home([npz_upload(
+        "m.npz", x_train=rng.integers(0, 256, (30, 4, 4), dtype=np.uint8),
+        y_train=np.arange(30) % 3, **{link: np.zeros(1)})])
+    assert_clean(at)
+    notices = [i.value for i in at.main.info]
+    assert any(escaped(link) in n for n in notices), notices
+    assert not any(link in n for n in notices), notices
