@@ -198,9 +198,11 @@ class TrainConfig:
     dtype: str = "float32"
     n_val: int = 10_000
 
-    def problems(self, ds: Dataset | None = None) -> dict[str, str]:
+    def problems(self, ds: Dataset | None = None,
+                 max_bytes: int | None = None) -> dict[str, str]:
         """Return ``{field: message}`` for every invalid setting (empty if valid): the
-        table's checks, what L-BFGS cannot do, and (with ``ds``) the data set's range."""
+        table's checks, what L-BFGS cannot do, with ``ds`` the data set's range, and with
+        ``ds`` and ``max_bytes`` the memory one run may hold (:meth:`memory_problem`)."""
         out: dict[str, str] = {}
         for f in fields(self):
             setting = BY_NAME.get(f.name)
@@ -228,12 +230,75 @@ class TrainConfig:
                     f"Training-set size must be at least the number of classes ({low}).")
         elif "n_train" not in out and self.n_train < 2:
             out["n_train"] = "Training-set size must be at least 2."
+        if ds is not None and max_bytes is not None and not out:
+            problem = self.memory_problem(ds, max_bytes)
+            if problem:
+                out["iterations"] = problem
         return out
+
+    def footprint(self, ds: Dataset):
+        """The memory this config's run holds on ``ds``, known before training
+        (:func:`core.run.footprint`)."""
+        from core.run import footprint  # core.run imports this module
+        return footprint(self, ds.n_classes, math.prod(ds.image_shape),
+                         validation_size(ds, self.n_val))
+
+    def memory_problem(self, ds: Dataset, max_bytes: int) -> str | None:
+        """What to lower, and to what, when this config's run on ``ds`` would hold more
+        than ``max_bytes`` (:meth:`footprint`, L-BFGS's iterates included); None if it
+        fits. The config must be otherwise valid."""
+        need = self.footprint(ds)
+        if need.total <= max_bytes:
+            return None
+        lbfgs = self.optimizer == "lbfgs"
+        steps = "Iterations (at most)" if lbfgs else BY_NAME["iterations"].label
+
+        def fits(**change) -> bool:
+            return self.replace(**change).footprint(ds).total <= max_bytes
+
+        T, n = int(self.iterations), int(self.n_train)
+        # Up to 100 iterations every one is a snapshot, so 100 holds more than a few
+        # hundred: look above 100 first, then below.
+        best_T = _largest(lambda t: fits(iterations=t), 101, T - 1) if T > 101 else None
+        if best_T is None:
+            best_T = _largest(lambda t: fits(iterations=t), 1, min(T - 1, 100))
+        best_n = _largest(lambda k: fits(n_train=k), n_train_range(ds, self.n_val)[0], n - 1)
+        shape = "x".join(str(v) for v in ds.image_shape)
+        what = (f"{need.snapshots:,} snapshots of the weights ({ds.n_classes} classes of "
+                f"{shape} pixels, {self.dtype}) and of the {n:,} training images' records")
+        if lbfgs:
+            what += (f", plus the {T + 1:,} iterates L-BFGS holds while it trains "
+                     f"({_mb(need.iterates)})")
+        lower = [f"{label} to {value:,}" for label, value in
+                 ((steps, best_T), (BY_NAME["n_train"].label, best_n)) if value is not None]
+        advice = (f"Lower {' or '.join(lower)}." if lower else
+                  "Even one step on the fewest images would not fit: this data set has too "
+                  "many classes or pixels for this server (its operator can raise "
+                  "WEIGHTSCOPE_CACHE_MB).")
+        return (f"This run would hold about {_mb(need.total)} in memory ({what}), over "
+                f"this server's limit of {_mb(max_bytes)} per run. {advice}")
 
     def replace(self, **changes) -> "TrainConfig":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return TrainConfig(**values)
+
+
+def _largest(fits, low: int, high: int) -> int | None:
+    """The largest ``k`` in ``low..high`` with ``fits(k)``, for ``fits`` true up to some
+    ``k`` and false above it; None when ``fits(low)`` is false or the range is empty."""
+    if high < low or not fits(low):
+        return None
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low
+
+
+def _mb(nbytes: int) -> str:
+    """Bytes as MB (2**20 bytes, as WEIGHTSCOPE_CACHE_MB counts them), two digits at least."""
+    mb = nbytes / 2**20
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
 
 
 def _is_int(value) -> bool:

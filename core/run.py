@@ -285,3 +285,73 @@ def nearest_iteration(t: int, iterations) -> int:
     its = np.asarray(iterations)
     key = np.abs(np.log1p(np.maximum(its, 0)) - math.log1p(max(t, 0)))
     return int(its[int(np.argmin(key))])
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Memory of one run, known before it is trained (see :func:`footprint`).
+
+    Attributes
+    ----------
+    run : int
+        Bytes of the finished run's arrays, :attr:`Run.nbytes`: exact for a run that
+        reaches its last iteration, an upper bound for one that stops early (L-BFGS at
+        its tolerance, a diverged run).
+    iterates : int
+        Bytes L-BFGS holds besides while it trains: every iterate ``(W, b)`` in float64,
+        kept until they are replayed through the recorder (0 for gradient descent).
+    snapshots : int
+        Stored snapshots ``S``: every array of the weights and of the per-example
+        records grows with it.
+    """
+
+    run: int
+    iterates: int
+    snapshots: int
+
+    @property
+    def total(self) -> int:
+        """Bytes the run holds at most while it trains and once it is finished."""
+        return self.run + self.iterates
+
+
+def footprint(cfg: TrainConfig, n_classes: int, n_pixels: int, n_val: int) -> Footprint:
+    """The memory a run of ``cfg`` holds, computed from shapes before training.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        A valid config; ``cfg.n_train`` images are trained for ``cfg.iterations``.
+    n_classes, n_pixels : int
+        ``K`` and ``d = H * W`` of the data set.
+    n_val : int
+        Validation images actually held out (:func:`core.config.validation_size`).
+
+    Returns
+    -------
+    Footprint
+        With ``S`` snapshots, ``E`` residual edges, ``n`` training and ``m`` validation
+        images and ``b`` bytes per weight: ``S (K d + K) b`` for the weights,
+        ``S n (4 + 4 + 2 + 4)`` and ``S m (4 + 4 + 2)`` for the per-example records
+        (loss, p(true), prediction; gradient norms of the training images),
+        ``E n K 4`` for gradient descent's residual sums, ``3 (T + 1) 8`` for the
+        history, and the indices and counts per image.
+    """
+    # The schedules live with the trainer, which imports this module.
+    from core.trainer import residual_edges, snapshot_schedule
+
+    T, n, m, K = int(cfg.iterations), int(cfg.n_train), int(n_val), int(n_classes)
+    S = len(snapshot_schedule(T))
+    weight = np.dtype(cfg.dtype).itemsize
+    f32, i16, i64 = 4, 2, 8
+    lbfgs = cfg.optimizer == "lbfgs"
+    E = 0 if lbfgs else len(residual_edges(T))
+    per_snapshot = (K * n_pixels + K) * weight                   # weights and biases
+    per_snapshot += n * (f32 + f32 + i16 + f32) + m * (f32 + f32 + i16)  # records
+    per_snapshot += 6 * 8                                        # snapshot_history
+    run = (S * per_snapshot
+           + E * (i64 + n * K * f32)                             # residual sums and edges
+           + 3 * (T + 1) * 8                                     # history
+           + n * (i64 + 4 + i64) + m * i64)                      # learned_at, forgets, indices
+    iterates = (T + 1) * (K * n_pixels + K) * 8 if lbfgs else 0
+    return Footprint(run=int(run), iterates=int(iterates), snapshots=S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from core import kernels
-from core.config import TrainConfig
+from core.config import TrainConfig, validation_size
 from core.data import Dataset, load_digits_dataset
 from core.metrics import first_step_closed_form
 from core.objective import make_pass, objective_and_gradient, smoothness
@@ -510,3 +511,132 @@ def test_a_class_absent_from_training_still_trains_and_keeps_the_identity(digits
     assert np.abs(run.weights(1).reshape(10, -1) - W1).max() < 1e-12
     assert np.allclose(W1[9], -run.learning_rate * x.mean(axis=0) / 10)  # only pushed away
     assert (run.predictions(50, "train") != 9).all()
+
+
+# --------------------------------------------------------------------------- memory per run
+
+
+def blobs(n_classes: int, side: int, per_class: int) -> Dataset:
+    """Random ``side`` x ``side`` images, ``per_class`` of each of ``n_classes`` classes."""
+    rng = np.random.default_rng(n_classes * side)
+    y = np.repeat(np.arange(n_classes), per_class)
+    x = rng.integers(0, 256, (len(y), side, side))
+    return make_dataset(x, y, n_classes=n_classes)
+
+
+@pytest.fixture(scope="module")
+def few() -> Dataset:
+    """3 classes of 8 x 8 images."""
+    return blobs(3, 8, 60)
+
+
+@pytest.fixture(scope="module")
+def many() -> Dataset:
+    """40 classes of 24 x 24 images."""
+    return blobs(40, 24, 10)
+
+
+@pytest.mark.parametrize("model", ["softmax", "ovr"])
+@pytest.mark.parametrize("optimizer,dtype", [("gd", "float32"), ("gd", "float64"),
+                                             ("lbfgs", "float64")])
+@pytest.mark.parametrize("shape", ["few", "many"])
+@pytest.mark.parametrize("T", [5, 150])
+def test_memory_estimate_is_the_records_of_the_trained_run(request, model, optimizer, dtype,
+                                                          shape, T):
+    """The estimate made before training is exactly ``Run.nbytes`` of a run that reaches
+    T (tolerance: none, 0 bytes), and an upper bound of one that stops early (L-BFGS at
+    its tolerance); L-BFGS also holds every iterate, float64, while it trains."""
+    from core.run import footprint
+
+    ds = request.getfixturevalue(shape)
+    cfg = TrainConfig(model=model, optimizer=optimizer, dtype=dtype, iterations=T,
+                      n_train=100 if shape == "few" else 120, n_val=50, l2=0.01)
+    d = int(np.prod(ds.image_shape))
+    before = footprint(cfg, ds.n_classes, d, validation_size(ds, cfg.n_val))
+    assert before == cfg.footprint(ds)
+    run = train(ds, cfg)
+    if run.iterations_done == T:
+        assert before.run == run.nbytes
+        assert before.snapshots == len(run.snapshot_iterations)
+    else:
+        assert optimizer == "lbfgs" and not run.diverged
+        assert run.nbytes < before.run
+    iterate = (ds.n_classes * d + ds.n_classes) * 8
+    assert before.iterates == ((T + 1) * iterate if optimizer == "lbfgs" else 0)
+    assert before.total == before.run + before.iterates
+
+
+def test_memory_estimate_grows_with_every_size_it_depends_on():
+    from core.run import footprint
+
+    cfg = TrainConfig(n_train=1000, iterations=50)
+    base = footprint(cfg, 10, 784, 1000).run
+    assert footprint(cfg.replace(iterations=80), 10, 784, 1000).run > base
+    assert footprint(cfg.replace(n_train=2000), 10, 784, 1000).run > base
+    assert footprint(cfg.replace(dtype="float64"), 10, 784, 1000).run > base
+    assert footprint(cfg, 100, 784, 1000).run > base
+    assert footprint(cfg, 10, 4096, 1000).run > base
+    assert footprint(cfg, 10, 784, 2000).run > base
+    # the issue's run: 100 classes of 64 x 64, 100 steps on 200 images, 158 MB measured
+    big = footprint(TrainConfig(n_train=200, iterations=100), 100, 4096, 0)
+    assert 158 << 20 <= big.run < 160 << 20
+
+
+def _suggested(message: str, label: str) -> int:
+    found = re.search(re.escape(label) + r" to ([0-9,]+)", message)
+    assert found, f"no {label!r} to a number in: {message}"
+    return int(found.group(1).replace(",", ""))
+
+
+def test_a_config_over_the_memory_bound_says_how_many_steps_fit(many):
+    bound = 4 << 20
+    cfg = TrainConfig(n_train=200, iterations=100, n_val=50)  # 101 snapshots of 40 x 576
+    assert cfg.footprint(many).total > bound
+    assert cfg.problems(many) == {}  # no bound given, none applied (scripts, the benchmark)
+    problem = cfg.problems(many, max_bytes=bound)["iterations"]
+    assert "4 MB" in problem and "MB" in problem.split("4 MB")[0]
+    steps = _suggested(problem, "Gradient steps")
+    assert 1 <= steps < 100
+    assert cfg.replace(iterations=steps).problems(many, max_bytes=bound) == {}
+    assert cfg.replace(iterations=steps + 1).footprint(many).total > bound  # the largest
+    # the weights alone are over: no number of images would do, so none is suggested
+    assert "Training images" not in problem
+
+
+def test_a_config_over_the_memory_bound_by_its_images_says_how_many_fit(digits):
+    cfg = TrainConfig(n_train=1000, iterations=100, n_val=300)
+    bound = cfg.footprint(digits).total * 2 // 3
+    problem = cfg.problems(digits, max_bytes=bound)["iterations"]
+    images = _suggested(problem, "Training images")
+    assert 10 <= images < 1000
+    assert cfg.replace(n_train=images).problems(digits, max_bytes=bound) == {}
+    assert cfg.replace(n_train=images + 1).footprint(digits).total > bound
+    assert cfg.replace(iterations=_suggested(problem, "Gradient steps")).problems(
+        digits, max_bytes=bound) == {}
+
+
+def test_lbfgs_is_bounded_by_the_iterates_it_holds_while_it_trains(many):
+    cfg = TrainConfig(n_train=200, iterations=1000, n_val=50, optimizer="lbfgs",
+                      dtype="float64")
+    fp = cfg.footprint(many)
+    bound = 64 << 20
+    assert fp.run < bound < fp.total  # the finished run would fit; its iterates do not
+    problem = cfg.problems(many, max_bytes=bound)["iterations"]
+    assert "iterates" in problem
+    iterations = _suggested(problem, "Iterations (at most)")
+    assert cfg.replace(iterations=iterations).problems(many, max_bytes=bound) == {}
+
+
+def test_a_config_too_large_for_any_setting_says_so(many):
+    problem = TrainConfig(n_train=200, iterations=10, n_val=50).problems(
+        many, max_bytes=100_000)["iterations"]
+    assert "Gradient steps to" not in problem and "Training images to" not in problem
+    assert "WEIGHTSCOPE_CACHE_MB" in problem
+
+
+def test_memory_estimate_bounds_a_run_that_stops_early(few):
+    cfg = TrainConfig(optimizer="lbfgs", dtype="float64", iterations=150, n_train=100,
+                      n_val=50, l2=1.0)  # strongly penalised: converges in a few iterations
+    run = train(few, cfg)
+    assert run.iterations_done < 150
+    assert run.nbytes < cfg.footprint(few).run
