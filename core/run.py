@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
-from core.config import TrainConfig
+from core.config import TrainConfig, validation_size
 from core.data import Dataset
 
 #: Bumped whenever the trainer's numbers or the stored layout change, so that
@@ -216,6 +218,17 @@ _ARRAYS = ("train_indices", "val_indices", "snapshot_iterations", "learned_at",
            "forgetting_events", "snapshot_weights", "snapshot_biases", "snapshot_grad_norms",
            "residual_iterations", "residual_sums")
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Records))
+#: Keys of :attr:`Run.history` and :attr:`Run.snapshot_history`, as the trainer records them.
+HISTORY_KEYS = ("train_loss", "train_acc", "objective")
+SNAPSHOT_KEYS = ("val_loss", "val_acc", "test_loss", "test_acc", "weight_norm", "coef_range")
+#: Every array of a stored run by name (see :func:`run_to_arrays`).
+MEMBERS = frozenset(("meta", *_ARRAYS, *_SCALARS, *(f"history/{k}" for k in HISTORY_KEYS),
+                     *(f"snap/{k}" for k in SNAPSHOT_KEYS),
+                     *(f"rec/{split}/{name}" for split in ("train", "val")
+                       for name in _RECORD_FIELDS)))
+#: Longest ``meta`` a run may carry, in characters: a config, a fingerprint and a stop
+#: reason take well under a thousand.
+MAX_META_CHARS = 1 << 14
 
 
 def run_to_arrays(run: Run) -> dict[str, np.ndarray]:
@@ -249,17 +262,28 @@ def run_to_arrays(run: Run) -> dict[str, np.ndarray]:
 
 
 def run_from_arrays(arrays: dict[str, np.ndarray], ds: Dataset, cfg: TrainConfig) -> Run:
-    """Inverse of :func:`run_to_arrays`.
+    """Inverse of :func:`run_to_arrays`, for arrays that fit ``cfg`` on ``ds``.
+
+    Checked before the run is built, so that a damaged or hand-made file fails here
+    and never later in a page: the layout (:func:`check_layout`), the header (data,
+    settings, format), the stored iterations, indices into the data and predicted
+    classes in range, and finite weights.
 
     Raises
     ------
     ValueError
-        If the arrays belong to other data, another config or another format version.
+        If the arrays belong to other data, another config or another format version,
+        or do not fit them.
     """
+    T = check_layout({k: (v.dtype, v.shape) for k, v in arrays.items()}, ds, cfg)
     meta = json.loads(str(arrays["meta"]))
-    if meta.get("format") != FORMAT_VERSION or meta.get("fingerprint") != ds.fingerprint \
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION \
+            or meta.get("fingerprint") != ds.fingerprint \
             or meta.get("config") != dataclasses.asdict(cfg):
         raise ValueError("cached run belongs to other data, settings or format")
+    if not (isinstance(meta.get("stop_reason"), str) and isinstance(meta.get("backend"), str)):
+        raise ValueError("the run's stop reason and backend must be text")
+    _check_values(arrays, ds, cfg, T)
 
     def under(prefix: str) -> dict[str, np.ndarray]:
         return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
@@ -277,6 +301,175 @@ def run_from_arrays(arrays: dict[str, np.ndarray], ds: Dataset, cfg: TrainConfig
                  for split in ("train", "val")},
         **{name: arrays[name] for name in _ARRAYS},
     )
+
+
+def stored_snapshots(cfg: TrainConfig, iterations_done: int) -> np.ndarray:
+    """Iterations (S,) at which the trainer stores a snapshot of ``cfg`` that reached
+    iteration ``T = iterations_done``: the schedule up to T; gradient descent that
+    stopped early (diverged) keeps the scheduled ones before T, then T itself."""
+    # The schedules live with the trainer, which imports this module.
+    from core.trainer import snapshot_schedule
+
+    T = int(iterations_done)
+    if cfg.optimizer == "lbfgs" or T == int(cfg.iterations):
+        return snapshot_schedule(T)
+    planned = snapshot_schedule(int(cfg.iterations))
+    return np.append(planned[planned < T], T)
+
+
+def stored_edges(cfg: TrainConfig, iterations_done: int) -> np.ndarray:
+    """Iterations (E,) at which gradient descent on ``cfg`` stores its residual sums when
+    it reached iteration ``iterations_done`` (none for L-BFGS)."""
+    from core.trainer import residual_edges
+
+    if cfg.optimizer == "lbfgs":
+        return np.zeros(0, dtype=np.int64)
+    edges = residual_edges(int(cfg.iterations))
+    return edges[edges <= int(iterations_done)]
+
+
+def run_layout(ds: Dataset, cfg: TrainConfig,
+               iterations_done: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """The dtype and shape of every array of a run of ``cfg`` on ``ds`` that reached
+    iteration ``T = iterations_done``, by its name in :func:`run_to_arrays`.
+
+    ``S`` is ``len(stored_snapshots(cfg, T))``, ``E`` ``len(stored_edges(cfg, T))``,
+    ``K`` and ``d`` the data set's classes and pixels, ``n = cfg.n_train`` and ``m`` the
+    validation hold-out (:func:`core.config.validation_size`). ``meta`` is not listed:
+    it is text of at most :data:`MAX_META_CHARS` characters.
+    """
+    T = int(iterations_done)
+    S, E = len(stored_snapshots(cfg, T)), len(stored_edges(cfg, T))
+    K, d = ds.n_classes, math.prod(ds.image_shape)
+    n, m = int(cfg.n_train), validation_size(ds, cfg.n_val)
+    w = np.dtype(cfg.dtype)
+    f4, f8, i2, i4, i8 = map(np.dtype, (np.float32, np.float64, np.int16, np.int32, np.int64))
+    out = {
+        "train_indices": (i8, (n,)), "val_indices": (i8, (m,)),
+        "snapshot_iterations": (i8, (S,)), "learned_at": (i8, (n,)),
+        "forgetting_events": (i4, (n,)), "snapshot_weights": (w, (S, K, d)),
+        "snapshot_biases": (w, (S, K)), "snapshot_grad_norms": (f4, (S, n)),
+        "residual_iterations": (i8, (E,)), "residual_sums": (f4, (E, n, K)),
+        "learning_rate": (f8, ()), "smoothness": (f8, ()), "iterations_done": (i8, ()),
+        "diverged": (np.dtype(bool), ()), "seconds": (f8, ()), "loop_seconds": (f8, ()),
+    }
+    out.update({f"history/{k}": (f8, (T + 1,)) for k in HISTORY_KEYS})
+    out.update({f"snap/{k}": (f8, (S,)) for k in SNAPSHOT_KEYS})
+    for split, rows in (("train", n), ("val", m)):
+        out.update({f"rec/{split}/loss": (f4, (S, rows)), f"rec/{split}/p_true": (f4, (S, rows)),
+                    f"rec/{split}/pred": (i2, (S, rows))})
+    return out
+
+
+def check_layout(found: Mapping[str, tuple[np.dtype, tuple[int, ...]]], ds: Dataset,
+                 cfg: TrainConfig) -> int:
+    """Check the dtypes and shapes of a stored run against ``cfg`` and ``ds``.
+
+    Needs no data, only ``{name: (dtype, shape)}`` (from npy headers, say), so a file
+    can be refused before any of its arrays is read.
+
+    Returns
+    -------
+    int
+        The last iteration ``T`` the run reached (from its history's length).
+
+    Raises
+    ------
+    ValueError
+        Naming the first member that is missing, unknown, or of another dtype or
+        shape than :func:`run_layout` says.
+    """
+    names = set(found)
+    if names != MEMBERS:
+        unknown, missing = sorted(names - MEMBERS), sorted(MEMBERS - names)
+        raise ValueError(f"a run holds exactly its own arrays; unknown: {unknown[:5]}, "
+                         f"missing: {missing[:5]}")
+    dtype, shape = found["meta"]
+    if np.dtype(dtype).kind != "U" or tuple(shape) != () \
+            or np.dtype(dtype).itemsize > 4 * MAX_META_CHARS:
+        raise ValueError(f"meta must be text of at most {MAX_META_CHARS:,} characters, "
+                         f"not {dtype} {tuple(shape)}")
+    # The history has an entry per iteration reached: it says where the run stopped.
+    _, shape = found["history/train_loss"]
+    if len(shape) != 1 or not 1 <= shape[0] <= int(cfg.iterations) + 1:
+        raise ValueError(f"history/train_loss has shape {tuple(shape)}: not one entry per "
+                         f"iteration of a run of at most {int(cfg.iterations):,}")
+    T = int(shape[0]) - 1
+    for name, (want_dtype, want_shape) in run_layout(ds, cfg, T).items():
+        dtype, shape = found[name]
+        if np.dtype(dtype) != want_dtype or tuple(shape) != want_shape:
+            raise ValueError(f"{name} is {np.dtype(dtype)} {tuple(shape)}; this run's is "
+                             f"{want_dtype} {want_shape}")
+    return T
+
+
+def _check_values(arrays: Mapping[str, np.ndarray], ds: Dataset, cfg: TrainConfig,
+                  T: int) -> None:
+    """The values a page relies on, in arrays whose layout is already checked."""
+    gradient_descent_stopped = cfg.optimizer != "lbfgs" and T < int(cfg.iterations)
+    if int(arrays["iterations_done"]) != T or bool(arrays["diverged"]) != gradient_descent_stopped:
+        raise ValueError(f"iterations_done {int(arrays['iterations_done'])} and diverged "
+                         f"{bool(arrays['diverged'])} disagree with a history of {T + 1}")
+    for name, want in (("snapshot_iterations", stored_snapshots(cfg, T)),
+                       ("residual_iterations", stored_edges(cfg, T))):
+        if not np.array_equal(arrays[name], want):
+            raise ValueError(f"{name} are not the iterations the trainer stores")
+    for name, low, high in (("train_indices", 0, len(ds.y_train)),
+                            ("val_indices", 0, len(ds.y_train)),
+                            ("rec/train/pred", 0, ds.n_classes),
+                            ("rec/val/pred", 0, ds.n_classes),
+                            ("learned_at", -1, T + 1)):
+        a = arrays[name]
+        if a.size and (a.min() < low or a.max() >= high):
+            raise ValueError(f"{name} holds values outside {low} to {high - 1}")
+    for name in ("snapshot_weights", "snapshot_biases"):
+        if not np.isfinite(arrays[name]).all():
+            raise ValueError(f"{name} are not all finite")
+
+
+def read_run(path, ds: Dataset, cfg: TrainConfig) -> Run:
+    """The run of ``cfg`` on ``ds`` stored at ``path`` (an ``.npz`` of
+    :func:`run_to_arrays`), reading no more than such a run holds.
+
+    Every member's npy header (dtype and shape) is checked by :func:`check_layout`
+    before any array is read, so an unknown member or one larger than the run allows
+    is refused unread; then :func:`run_from_arrays` checks the values. No pickles.
+
+    Raises
+    ------
+    ValueError
+        If the file is not such a run.
+    OSError, zipfile.BadZipFile
+        If it cannot be read or is no zip archive.
+    """
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        keys = [name.removesuffix(".npy") for name in names]
+        if len(names) != len(MEMBERS) or set(keys) != MEMBERS or len(set(names)) != len(names):
+            raise ValueError(f"a run file holds exactly its {len(MEMBERS)} arrays; this one "
+                             f"holds {len(names)}, unknown: {sorted(set(keys) - MEMBERS)[:5]}")
+        headers = {}
+        for key, name in zip(keys, names):
+            with z.open(name) as fh:
+                headers[key] = _npy_header(fh, name)
+        check_layout(headers, ds, cfg)
+        arrays = {}
+        for key, name in zip(keys, names):
+            with z.open(name) as fh:
+                arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    return run_from_arrays(arrays, ds, cfg)
+
+
+def _npy_header(fh, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and shape an npy stream declares, read from its header alone."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"{name} is npy version {version}, which run files do not use")
+    return dtype, shape
 
 
 def nearest_iteration(t: int, iterations) -> int:

@@ -16,7 +16,9 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import re
+import secrets
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -24,9 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: temporary files are then judged by age alone
+    fcntl = None
+
 from core.config import TrainConfig
 from core.data import Dataset
-from core.run import FORMAT_VERSION, Run, run_from_arrays, run_to_arrays
+from core.run import FORMAT_VERSION, Run, read_run, run_to_arrays
 from core.trainer import TrainingCancelled, default_backend, train
 
 
@@ -111,6 +118,9 @@ class RunStore:
         Folder for ``.npz`` copies of finished runs; None keeps runs in memory only.
     max_jobs : int
         Training jobs allowed at once; further jobs wait for a free slot.
+    max_disk_bytes : int
+        Disk budget for the folder's run files and temporary files, the least recently
+        used of the store's own runs deleted first.
     """
 
     def __init__(self, max_bytes: int = 1 << 30, disk_dir: Path | None = None, max_jobs: int = 1,
@@ -123,6 +133,9 @@ class RunStore:
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(max_jobs)
         self.trainings = 0  # how many trainings were started (for tests and the benchmark)
+        # Start-up: temporary files of writes that died (a killed server) go, and the
+        # budget holds even if it was lowered since.
+        self._prune_disk()
 
     # -- finished runs -------------------------------------------------------
     def cached(self, ds: Dataset, cfg: TrainConfig) -> Run | None:
@@ -279,60 +292,184 @@ class RunStore:
             job.finished.set()
 
     # -- disk ---------------------------------------------------------------------
+    # Files in the folder are the store's by name (run-<key>.npz, .tmp-*.npz) and owner
+    # (the server's user); anything else is counted nowhere and never deleted. Another
+    # user's run files sharing the folder are read, counted in the budget and left alone.
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of run files and temporary files in the disk cache folder (anyone's)."""
+        return sum(st.st_size for _, st in _cache_files(self.disk_dir))
+
     def _path(self, key: str) -> Path | None:
         return None if self.disk_dir is None else self.disk_dir / f"run-{key}.npz"
 
     def _save(self, key: str, run: Run) -> None:
+        """Write ``run`` to its file through a temporary file that is locked while it is
+        written, so that a sweep can tell a live write from a dead one."""
         path = self._path(key)
         if path is None:
             return
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            arrays = run_to_arrays(run)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+            try:
+                if not _ours(path.lstat()):
+                    log.warning("run file %s belongs to another user: left as it is, "
+                                "the run is kept in memory only", path)
+                    return
+            except FileNotFoundError:
+                pass
+            tmp = path.with_name(f".tmp-{key}-{secrets.token_hex(6)}.npz")
+            # os.open applies the umask (mkstemp made 0600 files that other users of a
+            # shared folder could not read).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            _WRITING.add(tmp.name)
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-            self._prune_disk()
-        except OSError:
-            # A full or read-only disk costs only the restart cache, never the run.
-            try:
-                os.unlink(tmp)
-            except (OSError, UnboundLocalError):
-                pass
+                _try_lock(fh.fileno())
+                np.savez(fh, **run_to_arrays(run))
+                # Renamed while still locked: a sweep never sees it finished but unlocked.
+                os.replace(tmp, path)
+            _WRITING.discard(tmp.name)
+            tmp = None
+            self._prune_disk(keep=path)
+        except Exception as exc:  # noqa: BLE001 - the disk only caches: never cost the run
+            log.warning("could not keep run %s on disk: %s", key, exc)
+        finally:
+            if tmp is not None:
+                _unlink(tmp)
+                _WRITING.discard(tmp.name)
 
-    def _prune_disk(self) -> None:
-        """Delete the least recently used run files beyond the disk budget."""
-        files = []
-        for f in self.disk_dir.glob("run-*.npz"):
-            try:
-                st_ = f.stat()
-            except OSError:
-                continue
-            files.append((st_.st_atime, st_.st_size, f))
-        total = sum(size for _, size, _ in files)
-        for _, size, f in sorted(files):
-            if total <= self.max_disk_bytes or len(files) <= 1:
+    def _prune_disk(self, keep: Path | None = None) -> None:
+        """Sweep abandoned temporary files, then delete the store's least recently used
+        run files (never ``keep``) until the folder's run and temporary files fit the
+        disk budget."""
+        files = _cache_files(self.disk_dir)
+        swept = [(f, st) for f, st in files if f.name.startswith(".tmp-") and _abandoned(f, st)]
+        for f, st in swept:
+            _unlink(f)
+        if swept:
+            log.info("removed %d abandoned temporary file(s), %.1f MB, from %s", len(swept),
+                     sum(st.st_size for _, st in swept) / 2**20, self.disk_dir)
+        gone = {f for f, _ in swept}
+        files = [(f, st) for f, st in files if f not in gone]
+        total = sum(st.st_size for _, st in files)
+        runs = sorted((st.st_atime, f, st.st_size) for f, st in files
+                      if f.name.startswith("run-") and f != keep and _ours(st))
+        for _, f, size in runs:
+            if total <= self.max_disk_bytes:
                 break
-            try:
-                f.unlink()
+            if _unlink(f):
                 total -= size
-            except OSError:
-                pass
 
     def _load(self, key: str, ds: Dataset, cfg: TrainConfig) -> Run | None:
+        """The run stored for ``key``, or None (a miss: trained again) if there is none
+        or the file does not hold exactly a run of ``cfg`` on ``ds``."""
         path = self._path(key)
-        if path is None or not path.exists():
+        if path is None:
             return None
         try:
-            with np.load(path, allow_pickle=False) as z:
-                run = run_from_arrays({k: z[k] for k in z.files}, ds, cfg)
-            os.utime(path)  # recently used: pruned last
-        except Exception:  # noqa: BLE001 - zip, npy, json and key errors alike
-            # A damaged cache file is dropped and the run trained again.
+            run = read_run(path, ds, cfg)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - zip, npy, json and layout errors alike
+            log.warning("run file %s refused (%s: %s); the run is trained again", path,
+                        type(exc).__name__, exc)
             try:
-                path.unlink()
+                # Ours and damaged: the next save would replace it anyway. Another user's
+                # (or one we may not read) stays as it is.
+                if not isinstance(exc, PermissionError) and _ours(path.lstat()):
+                    _unlink(path)
             except OSError:
                 pass
             return None
+        try:
+            os.utime(path)  # recently used: pruned last
+        except OSError:
+            pass  # another user's file: used read-only, its times are theirs
         return run
+
+
+#: A temporary file unchanged for this long has no live writer, on a file system without
+#: locks too: a writer writes without pause (each write moves the modification time) and
+#: renames the file as soon as it is complete.
+STALE_TEMP_SECONDS = 3600
+_RUN_FILE = re.compile(r"run-[0-9a-f]{20}\.npz")
+# mkstemp's names (before locks) and this module's .tmp-<key>-<random>.npz alike.
+_TEMP_FILE = re.compile(r"\.tmp-[A-Za-z0-9_-]{1,64}\.npz")
+#: Names of the temporary files this process is writing. A network file system may lock
+#: per process rather than per open file, so this process's own writes look unlocked
+#: to it there: they are known by name instead.
+_WRITING: set[str] = set()
+
+
+def _cache_files(folder: Path | None) -> list[tuple[Path, os.stat_result]]:
+    """Regular files in ``folder`` that are run or temporary files by name, with their
+    ``lstat``; whoever wrote them."""
+    out = []
+    try:
+        entries = list(os.scandir(folder)) if folder is not None else []
+    except OSError:
+        return out
+    for entry in entries:
+        if not (_RUN_FILE.fullmatch(entry.name) or _TEMP_FILE.fullmatch(entry.name)):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out.append((Path(entry.path), st))
+    return out
+
+
+def _ours(st: os.stat_result) -> bool:
+    """Whether the server's user owns the file (only then may the store delete it)."""
+    return not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Take an exclusive lock on ``fd`` without waiting: True if taken, False if someone
+    holds it, None if this file system (or platform) has no locks."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+
+
+def _abandoned(path: Path, st: os.stat_result) -> bool:
+    """Whether temporary file ``path`` (with ``lstat`` ``st``) is provably not being
+    written: ours, and unlocked (its writer died: the kernel drops the lock), or, where
+    nothing can be locked, unchanged for :data:`STALE_TEMP_SECONDS`.
+
+    Two servers sharing the folder (on one machine or through a network file system with
+    locks) see each other's writes locked. A file still empty may be so new that its
+    writer has not taken the lock yet; it waits for the age rule.
+    """
+    if not _ours(st) or path.name in _WRITING:
+        return False
+    old = time.time() - st.st_mtime > STALE_TEMP_SECONDS
+    try:
+        # Read-write: network file systems lock through byte ranges, which need it.
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        locked = _try_lock(fd)
+    finally:
+        os.close(fd)  # releases the lock just taken
+    if locked is None:
+        return old
+    return locked and (st.st_size > 0 or old)
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
