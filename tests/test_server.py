@@ -745,3 +745,53 @@ def test_a_lost_connection_releases_its_training_within_the_ping_timeout(
             ctx.close()
         finally:
             proxy.close()
+
+
+# --------------------------------------------------------------------------- plain IDX uploads
+
+
+def write_idx(path: Path, array) -> Path:
+    """``array`` (uint8) as a plain, uncompressed IDX file at ``path``."""
+    import struct
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    path.write_bytes(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+                     + array.tobytes())
+    return path
+
+
+@pytest.mark.browser
+def test_plain_idx_files_upload_through_the_browsers_file_chooser(live_server, browser, tmp_path):
+    """IDX files under their usual names, without a file extension (train-images-idx3-ubyte)
+    or with one the uploader did not list (.idx3-ubyte), chosen in the home page's uploader:
+    the browser sends them, and they become the session's data set. The uploader's list of
+    extensions used to refuse them in the browser ("files are not allowed")."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(3), 40)
+    x = rng.integers(0, 256, (len(y), 7, 6), dtype=np.uint8)
+    for images, labels in [("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                           ("b-train-images.idx3-ubyte", "b-train-labels.idx1-ubyte")]:
+        folder = tmp_path / images
+        folder.mkdir()
+        files = [str(write_idx(folder / images, x)), str(write_idx(folder / labels, y))]
+        # A new session for each pair: the uploader adds files to those it holds.
+        context, page = open_home_on_digits(browser, live_server)
+        try:
+            main = page.locator("[data-testid='stMain']")
+            page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(files)
+            # The source line names the files once the upload is the data set in use.
+            main.get_by_text(f"Uploaded by you: {images}, {labels}").wait_for(timeout=60_000)
+            wait_idle(page)
+            assert input_value(page.locator("[data-testid='stSidebar']"), "Data set") \
+                .startswith("Your upload")
+            assert url_params(page.url)["ds"] == "upload"
+            assert "96 training images" in main.inner_text() and "7 x 6 pixels" in main.inner_text()
+            assert not texts(page, "[data-testid='stFileUploaderFileError']"), images
+            assert not texts(page, "[data-testid='stAlertContentError']"), images
+            assert not texts(page, "[data-testid='stException']"), live_server.log_tail()
+        finally:
+            context.close()
