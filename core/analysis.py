@@ -411,11 +411,12 @@ class MaxMargin:
 
 
 def max_margin(run: Run, ds: Dataset, *, max_images: int = MAX_SOLVE_IMAGES,
-               seconds: float = MAX_MARGIN_SECONDS) -> MaxMargin:
+               seconds: float = MAX_MARGIN_SECONDS, check=None) -> MaxMargin:
     """The hard-margin limit of the run's training images (same for every run on them).
 
     Solved by :func:`core.solvers.hard_margin` in a child process stopped after
-    ``seconds``; not attempted above ``max_images`` training images.
+    ``seconds``, or when ``check()`` raises (the exception propagates); not attempted
+    above ``max_images`` training images.
     """
     import time
 
@@ -429,7 +430,8 @@ def max_margin(run: Run, ds: Dataset, *, max_images: int = MAX_SOLVE_IMAGES,
                                 "Use fewer training images to see it.")
     started = time.perf_counter()
     try:
-        W, b = solvers.hard_margin_within(x, y, ds.n_classes, run.config.model, seconds)
+        W, b = solvers.hard_margin_within(x, y, ds.n_classes, run.config.model, seconds,
+                                          check=check)
     except solvers.SolveTimeout:
         return MaxMargin(False, f"Not determined: the solve was stopped after {seconds:g} s. "
                                 "Use fewer training images to see it.",

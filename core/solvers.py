@@ -20,6 +20,8 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -147,8 +149,9 @@ class SolveTimeout(Exception):
 
 
 def hard_margin_within(x: np.ndarray, y: np.ndarray, n_classes: int, model: str,
-                       seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`hard_margin` in a child process that is killed after ``seconds``.
+                       seconds: float, check=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hard_margin` in a child process that is killed after ``seconds``, or as
+    soon as ``check()`` (called about twice a second) raises: the exception propagates.
 
     liblinear cannot be interrupted from Python, and a thread cannot be stopped;
     a process can.
@@ -163,14 +166,32 @@ def hard_margin_within(x: np.ndarray, y: np.ndarray, n_classes: int, model: str,
     np.savez(buf, x=np.asarray(x, dtype=np.float64), y=np.asarray(y, dtype=np.int64),
              meta=np.array([n_classes, 1 if model == "softmax" else 0]))
     root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, "-m", "core.solvers"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root)
+    # communicate() runs on a thread of its own: the loop below can then stop the child
+    # (a retried communicate() with a timeout stops feeding stdin, so it cannot do this).
+    answer: list[tuple[bytes, bytes]] = []
+    talker = threading.Thread(target=lambda: answer.append(child.communicate(buf.getvalue())),
+                              daemon=True)
+    talker.start()
+    deadline = time.monotonic() + seconds
     try:
-        done = subprocess.run([sys.executable, "-m", "core.solvers"], input=buf.getvalue(),
-                              capture_output=True, timeout=seconds, cwd=root, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise SolveTimeout(f"the solve took longer than {seconds:g} s") from exc
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.decode(errors="replace")[-2000:])
-    with np.load(io.BytesIO(done.stdout), allow_pickle=False) as out:
+        while talker.is_alive():
+            talker.join(min(0.5, max(deadline - time.monotonic(), 0.0)))
+            if not talker.is_alive():
+                break
+            if time.monotonic() >= deadline:
+                raise SolveTimeout(f"the solve took longer than {seconds:g} s")
+            if check is not None:
+                check()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            talker.join()
+    stdout, stderr = answer[0]
+    if child.returncode != 0:
+        raise RuntimeError(stderr.decode(errors="replace")[-2000:])
+    with np.load(io.BytesIO(stdout), allow_pickle=False) as out:
         return out["W"], out["b"]
 
 

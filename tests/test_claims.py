@@ -218,6 +218,63 @@ def test_task_store_runs_once_publishes_partial_results_and_retries_failures():
     assert store.wait_all(10)
 
 
+def test_a_running_analysis_nobody_asks_about_is_dropped_and_asked_again_restarts():
+    import threading
+
+    store = TaskStore()
+    started, steps = threading.Event(), []
+
+    def work(task):
+        started.set()
+        for i in range(10_000):
+            steps.append(i)
+            task.progress(i, 10_000)
+            threading.Event().wait(0.01)
+        return "ran for nobody"
+
+    task = store.get("long", work)
+    assert started.wait(10)
+    task.seen -= 1000  # nobody has asked for it since long ago (its tabs closed)
+    assert task._finished.wait(10), "the abandoned task kept running"
+    assert task.dropped and task.result is None and not task.error
+    assert len(steps) < 10_000 and store.peek("long") is None
+    again = store.get("long", lambda t: "asked again")
+    assert again is not task and again.wait(10) and again.result == "asked again"
+
+
+def test_a_queued_analysis_nobody_asks_about_never_starts():
+    import threading
+
+    store = TaskStore()
+    release, ran = threading.Event(), []
+    busy = store.get("busy", lambda task: release.wait(30))
+    queued = store.get("queued", lambda task: ran.append(1))
+    queued.seen -= 1000
+    release.set()
+    assert busy.wait(10) and queued._finished.wait(10)
+    assert queued.dropped and ran == [], "a task nobody waits for was run"
+
+
+def test_a_hard_margin_solve_is_killed_when_its_check_fails(small, digits, monkeypatch):
+    children = []
+    real = solvers.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        children.append(real(*args, **kwargs))
+        return children[-1]
+
+    monkeypatch.setattr(solvers.subprocess, "Popen", popen)
+    x, y = analysis.training_design(small, digits)
+
+    def check():
+        raise RuntimeError("nobody waits")
+
+    with pytest.raises(RuntimeError, match="nobody waits"):
+        solvers.hard_margin_within(np.tile(x, (40, 1)), np.tile(y, 40), 10, "softmax",
+                                   seconds=60, check=check)
+    assert len(children) == 1 and children[0].poll() is not None, "the child still runs"
+
+
 # --------------------------------------------------------------------------- the claims on real data
 
 @pytest.fixture(scope="module")

@@ -115,5 +115,5 @@ def max_margin(run: Run, ds: Dataset):
     by every run on the same training images."""
     from ui.resources import task_store
     return task_store().get(f"{analysis.subset_key(run)}/max-margin",
-                            lambda task: analysis.max_margin(run, ds),
+                            lambda task: analysis.max_margin(run, ds, check=task.check),
                             label=f"max-margin limit ({run.config.n_train:,} images)")

@@ -204,7 +204,7 @@ def background(task, what: str, expect: str = "", part=None):
     """
     if part is not None and part in task.partial:
         return task.partial[part]
-    if task.finished:
+    if task.finished and not task.dropped:  # a dropped task is asked for again below
         if task.error:
             st.error(f"Could not compute {what}: {md(task.error)}", icon=":material/error:")
             return None
@@ -212,6 +212,7 @@ def background(task, what: str, expect: str = "", part=None):
 
     @st.fragment(run_every=1.0)
     def _poll():
+        task.touch()  # this tab still waits; a closed tab stops asking, and the task drops
         if task.finished or (part is not None and part in task.partial):
             st.rerun()
         done = f"{task.done} of {task.total}, " if task.total else ""
