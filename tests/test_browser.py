@@ -781,3 +781,54 @@ def test_a_crafted_link_draws_no_link_image_or_heading_and_fetches_nothing_elsew
         })""")
         assert made == {"links": [], "images": [], "headings": []}, (keys, made)
     assert elsewhere == [], elsewhere
+
+
+
+#: Words a page breaks across two lines, and text its box cuts (an ellipsis or hidden
+#: overflow), measured in the page; code blocks wrap on purpose, charts draw their own.
+BROKEN_TEXT_JS = """
+    () => {
+      const out = [];
+      const walker = document.createTreeWalker(document.querySelector("[data-testid='stApp']"), NodeFilter.SHOW_TEXT);
+      let node;
+      while ((node = walker.nextNode())) {
+        const el = node.parentElement;
+        if (!el || !el.offsetParent) continue;
+        if (el.closest("svg, canvas, code, pre, [data-testid='stCode'], .vega-embed, [data-testid='stTooltipContent']")) continue;
+        const text = node.textContent;
+        const re = /\S+/g; let m;
+        while ((m = re.exec(text))) {
+          const r = document.createRange();
+          r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
+          const rects = [...r.getClientRects()].filter(x => x.width > 0);
+          const tops = new Set(rects.map(x => Math.round(x.top)));
+          if (tops.size > 1) out.push(["split", m[0], el.tagName, el.closest("[data-testid]")?.getAttribute("data-testid")]);
+        }
+      }
+      for (const el of document.querySelectorAll("[data-testid='stApp'] *")) {
+        if (!el.offsetParent || el.closest("svg, canvas, .vega-embed, [data-testid='stCode'], " +
+            "[data-testid='stSkipToContent']")) continue;
+        const cs = getComputedStyle(el);
+        if (el.children.length === 0 && el.textContent.trim() && el.scrollWidth > el.clientWidth + 1
+            && (cs.overflow !== "visible" || cs.textOverflow === "ellipsis"))
+          out.push(["cut", el.textContent.trim().slice(0, 40), el.tagName, el.closest("[data-testid]")?.getAttribute("data-testid")]);
+      }
+      return out;
+    }
+"""
+
+
+@pytest.mark.parametrize("width", [900, 1920])
+def test_no_page_cuts_text_or_breaks_a_word_at_900_or_1920_px(server: Server, browser, width):
+    from ui.frame import PAGES as PAGE_SPECS
+
+    pg = new_page(browser, width=width)
+    try:
+        found = {}
+        for spec in PAGE_SPECS:
+            open_deep_link(pg, server, "/" + spec.path, SETTINGS)
+            if (broken := pg.evaluate(BROKEN_TEXT_JS)):
+                found[spec.title] = broken
+        assert not found, found
+    finally:
+        pg.context.close()

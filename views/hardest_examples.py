@@ -27,16 +27,17 @@ run = page.run(label="the current settings")
 K = ds.n_classes
 its = [int(t) for t in run.snapshot_iterations if t >= 1]
 
-c1, c2, c3, c4 = st.columns([3, 1, 2, 1])
 step_word = "Iteration" if run.config.optimizer == "lbfgs" else "Gradient step"
-t = page.choice(c1.select_slider, step_word, "t", its[-1], its, format_func=lambda v: f"{v:,}")
-split = page.choice(c2.radio, "Split", "split", "train", ["train", "val"], cast=str,
+t = page.choice(st.select_slider, step_word, "t", its[-1], its, format_func=lambda v: f"{v:,}")
+# Three cells that wrap to fewer a row rather than break "validation" mid-word (900 px).
+controls = st.grid(3, min_column_width=200)
+split = page.choice(controls.radio, "Split", "split", "train", ["train", "val"], cast=str,
                     horizontal=True, format_func={"train": "train", "val": "validation"}.get,
                     help="validation: images held out from the training split, never trained "
                          "on.")
-cls = page.choice(c3.selectbox, "Class", "cls", -1, [-1] + list(range(K)),
+cls = page.choice(controls.selectbox, "Class", "cls", -1, [-1] + list(range(K)),
                   format_func=lambda k: "all classes" if k < 0 else ds.class_names[k])
-order = page.choice(c4.radio, "Show", "order", "hardest", ["hardest", "easiest"],
+order = page.choice(controls.radio, "Show", "order", "hardest", ["hardest", "easiest"],
                     cast=str)
 
 if split == "val" and uploads.no_validation(run, ds):
