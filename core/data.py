@@ -774,9 +774,26 @@ def _load_fashion(data_dir, offline: bool, cache_base: Path, mirrors) -> Dataset
                                               f"{', '.join(used) or 'its mirrors'} into {dest}")
         except (OSError, ValueError) as err:
             failures.append(f"the download failed ({err})")
+    return digits_instead(f"Fashion-MNIST was not found ({'; '.join(failures)})")
+
+
+def digits_instead(why: str) -> Dataset:
+    """The bundled digits standing in for Fashion-MNIST, their source saying ``why``.
+
+    Parameters
+    ----------
+    why : str
+        Why Fashion-MNIST is not used, as the start of a sentence.
+
+    Returns
+    -------
+    Dataset
+        :func:`load_digits_dataset`'s, whose ``source`` is ``why`` followed by what it is
+        instead and how to get Fashion-MNIST.
+    """
     return replace(load_digits_dataset(), source=(
-        f"Fashion-MNIST was not found ({'; '.join(failures)}), so this is scikit-learn's "
-        f"built-in 8x8 handwritten digits instead; {_GET_FASHION}."))
+        f"{why}, so this is scikit-learn's built-in 8x8 handwritten digits instead; "
+        f"{_GET_FASHION}."))
 
 
 def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None = None, *,

@@ -10,14 +10,22 @@ thread sums into its own (K, d) buffer and the buffers are added at the end.
 
 The trainer uses this when Numba imports (``AVAILABLE``) and falls back to
 plain numpy otherwise; both compute the same quantities (tests compare them).
+
+Numba keeps compiled code on disk (``NUMBA_CACHE_DIR``, else beside this file, else the
+user's cache folder), so a server starts training at once after its first start. Where no
+such folder can be written, the kernel is compiled without the disk cache, once per
+process, and the server log says why.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
 
 import numpy as np
+
+from core.env import warn_once
 
 try:  # Numba is optional: without it the trainer uses numpy.
     import numba
@@ -28,7 +36,11 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
     INSTALLED = False
 
 #: ``WEIGHTSCOPE_KERNEL=numpy`` switches the compiled kernel off even where Numba is installed.
-SWITCHED_OFF = os.environ.get("WEIGHTSCOPE_KERNEL", "numba") == "numpy"
+_CHOICE = os.environ.get("WEIGHTSCOPE_KERNEL", "").strip()
+if _CHOICE not in ("", "numba", "numpy"):
+    warn_once(f"WEIGHTSCOPE_KERNEL={_CHOICE[:60]!r} is not 'numba' or 'numpy'; using the "
+              "default, numba where it is installed.")
+SWITCHED_OFF = _CHOICE == "numpy"
 AVAILABLE = INSTALLED and not SWITCHED_OFF
 
 MODEL_CODES = {"softmax": 0, "ovr": 1}
@@ -38,8 +50,7 @@ if AVAILABLE:
     # (no approximate functions) and infinities are kept for divergence checks.
     _FLAGS = {"reassoc", "contract", "nsz"}
 
-    @njit(fastmath=_FLAGS, cache=True, nogil=True)
-    def _finish_row(z, yi, model, floor):  # pragma: no cover - compiled
+    def _finish_row_py(z, yi, model, floor):  # pragma: no cover - compiled
         """Turn the logits ``z`` (K,) of one row into ``p - e_y`` in place.
 
         Returns (loss, predicted class, p of the true class, ||p - e_y||).
@@ -82,9 +93,8 @@ if AVAILABLE:
             r2 += z[k] * z[k]
         return loss, best, p_true, math.sqrt(r2)
 
-    @njit(parallel=True, fastmath=_FLAGS, cache=True, nogil=True)
-    def _pass(X8, y, W, b, scale, model, want_grad, floor,
-              grad, grad_b, loss, pred, p_true, resid, acc):  # pragma: no cover - compiled
+    def _pass_py(X8, y, W, b, scale, model, want_grad, floor,
+                 grad, grad_b, loss, pred, p_true, resid, acc):  # pragma: no cover - compiled
         # Rows go eight at a time: each weight loaded for the logits, and each gradient
         # entry loaded and stored, serves eight rows, so the inner loops stay in
         # registers and L1 instead of waiting on the cache.
@@ -163,6 +173,55 @@ if AVAILABLE:
                                 + g6 * xb[6, j] + g7 * xb[7, j]
 
 
+def _compile(cache: bool) -> None:
+    """Compile ``_finish_row`` and ``_pass``, with Numba's disk cache or without.
+
+    Both are module globals, rebound here: ``_pass`` calls ``_finish_row`` by its global
+    name, which Numba looks up when it compiles ``_pass``. RuntimeError ("cannot cache
+    function") when ``cache`` and Numba finds no folder it can write.
+    """
+    global _finish_row, _pass, CACHED
+    _finish_row = njit(fastmath=_FLAGS, cache=cache, nogil=True)(_finish_row_py)
+    _pass = njit(parallel=True, fastmath=_FLAGS, cache=cache, nogil=True)(_pass_py)
+    CACHED = cache
+
+
+def _unwritable(folder: str) -> str:
+    """Why Numba cannot keep its cache in ``folder`` ("" when it can), tested the way
+    Numba tests it: make the folder, then a temporary file in it."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        return f"{type(err).__name__}: {err.strerror or err}"
+    return ""
+
+
+def _without_disk_cache(why: str) -> None:
+    warn_once(f"Numba cannot cache compiled code: {why}. The kernel is compiled without a "
+              "disk cache, once per server process (some seconds before the first "
+              "training); point NUMBA_CACHE_DIR at a writable folder to keep it.")
+    _compile(cache=False)
+
+
+#: Whether the compiled kernel is kept in Numba's disk cache.
+CACHED = False
+if AVAILABLE:
+    _asked = numba.config.CACHE_DIR
+    _refused = _asked and _unwritable(_asked)
+    _refusal = f"NUMBA_CACHE_DIR={_asked} cannot be written ({_refused})" if _refused else ""
+    try:
+        _compile(cache=True)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        _others = (f"neither the folder of {__file__} nor the user's cache folder can be "
+                   "written")
+        _without_disk_cache(f"{_refusal}, and {_others}" if _refusal else _others)
+    else:
+        if _refusal:  # Numba quietly used another folder; the operator asked for this one
+            warn_once(f"{_refusal}; Numba keeps compiled code in the next folder it can "
+                      "write instead (beside core/kernels.py or in the user's cache folder).")
+
+
 def unavailable_reason() -> str:
     """Why the compiled kernel cannot be used ("" when it can)."""
     if not INSTALLED:
@@ -220,8 +279,18 @@ class Pass:
         ``p_true`` and ``resid`` (= ||p - e_y||) are left in this object's arrays;
         after :meth:`accumulate`, a gradient pass also adds ``p - e_y`` to ``acc``.
         """
-        _pass(self.X8, self.y, W, b, self.scale, self.model, want_grad, self.floor,
-              self.grad, self.grad_b, self.loss, self.pred, self.p_true, self.resid, self.acc)
+        args = (self.X8, self.y, W, b, self.scale, self.model, want_grad, self.floor,
+                self.grad, self.grad_b, self.loss, self.pred, self.p_true, self.resid, self.acc)
+        try:
+            _pass(*args)
+        except OSError as err:
+            # Only Numba's disk cache does I/O here, when a new signature is compiled and
+            # before any row is touched: the cache folder was lost, filled up, or holds
+            # another user's files. Compiling without it and running again is safe.
+            if not CACHED:
+                raise
+            _without_disk_cache(f"its cache folder failed ({err})")
+            _pass(*args)
         if not want_grad:
             return None, None
         return self.grad.sum(axis=0), self.grad_b.sum(axis=0)

@@ -13,15 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from core import env
 from core.config import BY_NAME, DEFAULTS, FOLDER_NAME, SETTINGS, TrainConfig
 
 LINK_VERSION = "1"
 #: Bundled data sets by name, as the sidebar lists them (the table's fixed choices but the
 #: session's own upload).
 DATASETS = {k: v for k, v in BY_NAME["dataset"].choices.items() if k != "upload"}
-#: Default cap on iterations x training images per run: about two to three
-#: minutes of full-data training on the reference machine. WEIGHTSCOPE_MAX_WORK overrides.
-DEFAULT_MAX_WORK = 200_000_000
 
 
 class Settings:
@@ -153,24 +151,46 @@ def from_params(params: dict[str, str], base: Settings = DEFAULT,
 
 
 def max_work() -> int:
-    """The configured cap on iterations x training images (env WEIGHTSCOPE_MAX_WORK)."""
-    raw = os.environ.get("WEIGHTSCOPE_MAX_WORK", "")
-    try:
-        value = int(float(raw))
-    except ValueError:
-        return DEFAULT_MAX_WORK
-    return value if value > 0 else DEFAULT_MAX_WORK
+    """The cap on iterations x training images per run (``WEIGHTSCOPE_MAX_WORK``).
+
+    Its default, 200,000,000, is about two to three minutes of full-data training on the
+    reference machine; see :data:`core.env.MAX_WORK` for the syntax and range.
+    """
+    return env.MAX_WORK.value()
 
 
 def operator_folders() -> dict[str, str]:
     """Data folders the server's operator names in WEIGHTSCOPE_FOLDERS ("name=/path;...").
 
-    Viewers pick them by name; they never type a server path.
+    Viewers pick them by name ("folder:<name>" here) and never see or type a path. An
+    entry that cannot be used (no "=", no name or no path, a name with other characters
+    than letters, digits, ".", "_" and "-", a name given twice) is left out and reported
+    once in the server log with the reason; empty entries (";;") are allowed.
+
+    Returns
+    -------
+    dict of str to str
+        "folder:<name>" -> the path as written, in the order given.
     """
-    out = {}
+    out: dict[str, str] = {}
     for item in os.environ.get("WEIGHTSCOPE_FOLDERS", "").split(";"):
-        name, sep, path = item.partition("=")
-        name, path = name.strip(), path.strip()
-        if sep and path and re.fullmatch(FOLDER_NAME, f"folder:{name}"):
-            out[f"folder:{name}"] = path
+        if not item.strip():
+            continue
+        name, sep, path = (part.strip() for part in item.partition("="))
+        problem = None
+        if not sep:
+            problem = "has no '='; write name=/path"
+        elif not name:
+            problem = "has no name before '='; write name=/path"
+        elif not re.fullmatch(FOLDER_NAME, f"folder:{name}"):
+            problem = ("has a name that is not 1 to 40 letters, digits, '.', '_' or '-' (viewers "
+                       "see it in links)")
+        elif not path:
+            problem = "names no folder after '='"
+        elif f"folder:{name}" in out:
+            problem = f"repeats the name {name!r}; the first, {out[f'folder:{name}']!r}, is used"
+        if problem:
+            env.warn_once(f"WEIGHTSCOPE_FOLDERS entry {item.strip()!r} {problem}; it is left out.")
+            continue
+        out[f"folder:{name}"] = path
     return out

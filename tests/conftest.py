@@ -40,3 +40,30 @@ def answer_run(fashion_dir):
 
     ds = load_dataset("fashion-mnist", data_dir=fashion_dir)
     return ds, train(ds, PRESETS[0].settings.config())
+
+
+# --------------------------------------------------------------------------- the server log
+
+
+@pytest.fixture
+def server_log(caplog, monkeypatch):
+    """The lines the server logs during the test, as a function: ``server_log(*words)`` is
+    the list of lines holding every one of ``words`` (all lines without words).
+
+    The "weightscope" logger does not propagate to pytest's handlers, so the capturing
+    handler is added to it; its memory of lines already reported once is emptied.
+    """
+    import logging
+
+    from core import env
+
+    monkeypatch.setattr(env, "_reported", set())
+    logger = logging.getLogger("weightscope")
+    logger.addHandler(caplog.handler)
+
+    def lines(*words: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.name == "weightscope" and all(w in r.getMessage() for w in words)]
+
+    yield lines
+    logger.removeHandler(caplog.handler)

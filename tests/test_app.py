@@ -920,8 +920,8 @@ def test_a_cap_below_one_step_says_that_one_step_is_trained(monkeypatch):
     assert not at.exception
     [message] = [e.value for e in at.sidebar.error]
     assert "cap of 100 image-steps" in message
-    assert "even 1 step on 300 images is; training 1 step, the smallest run there is" in message
-    assert "at most 100 training images" in message
+    assert "and so is 1 step on 300 images; training 1 step, the smallest run there is" in message
+    assert "At most 100 training images would keep within it" in message
     assert url(at)["T"] == "1"
 
 
@@ -940,7 +940,7 @@ def test_home_names_operator_folders_without_their_paths_and_reports_a_broken_on
     shown = page_text(at) + "\n".join(e.value for e in at.sidebar.get("caption"))
     for path in (tmp_path, good, gone):
         assert str(path) not in shown and md(path) not in shown
-    assert "From the server's data folder 'letters': letters.npz" in shown
+    assert md("From the server's data folder 'letters': letters.npz") in shown
     assert any("The folder 'broken' could not be loaded; the server log says why." in w.value
                for w in at.warning), [w.value for w in at.warning]
     # The operator finds the reason, with the path, in the log: once, however many reruns.
@@ -961,7 +961,7 @@ def test_a_link_to_a_missing_or_broken_folder_says_so_and_keeps_the_data_in_use(
         at.run()
         assert not at.exception
         warnings = [w.value for w in at.warning]
-        assert any(says in w and "showing Digits" in w for w in warnings), warnings
+        assert any(says in w and "Showing Digits" in w for w in warnings), warnings
         text = page_text(at)
         assert "apt-get" not in text and "Install" not in text and str(tmp_path) not in text
         assert url(at)["ds"] == "digits"  # the data in use stays
@@ -970,6 +970,8 @@ def test_a_link_to_a_missing_or_broken_folder_says_so_and_keeps_the_data_in_use(
 
 def test_an_empty_data_dir_leaves_the_digits_working_and_says_why(monkeypatch, tmp_path,
                                                                    server_log):
+    from ui.draw import md
+
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("WEIGHTSCOPE_DATA_DIR", str(empty))
@@ -977,8 +979,9 @@ def test_an_empty_data_dir_leaves_the_digits_working_and_says_why(monkeypatch, t
     assert not at.exception
     assert len(at.get("image")) >= 1
     assert "fashion-mnist" not in at.sidebar.selectbox(key="ws_w_dataset").options
-    assert any("WEIGHTSCOPE_DATA_DIR" in i.value and "the server log says why" in i.value
-               for i in at.info), [i.value for i in at.info]
+    says = md("Fashion-MNIST could not be loaded from the folder that WEIGHTSCOPE_DATA_DIR names "
+              "(the server log says why)")
+    assert any(says in i.value for i in at.info), [i.value for i in at.info]
     assert str(empty) not in page_text(at)
     assert server_log("WEIGHTSCOPE_DATA_DIR", str(empty), "lacks train-images")
 

@@ -208,3 +208,157 @@ def test_the_overfitting_presets_say_what_their_runs_show(answer_run):
     assert float(without) == round(rise["at_last"], 2)
     assert not metrics.roughness_rise(smooth)["overfits"]  # "the validation loss keeps falling"
     assert "is overfitting" not in " ".join(p.blurb for p in PRESETS)
+
+
+# --------------------------------------------------------------------------- settings from the environment
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("5000", 5000), ("5_000", 5000), ("5e3", 5000), ("2.5E3", 2500), (" 5000 ", 5000),
+    ("1", 1), ("1e12", 10**12),
+])
+def test_max_work_reads_a_whole_number_in_every_form(monkeypatch, server_log, raw, expected):
+    from core.settings import max_work
+
+    monkeypatch.setenv("WEIGHTSCOPE_MAX_WORK", raw)
+    assert max_work() == expected
+    assert not server_log()
+
+
+@pytest.mark.parametrize("raw", ["inf", "1e309", "nan", "-5", "0", "1.5", "12abc", "0x10",
+                                 "1e13", "5__000", "1e999999999999"])
+def test_a_bad_max_work_keeps_the_default_and_says_so_once_in_the_server_log(
+        monkeypatch, server_log, raw):
+    from core.settings import max_work
+
+    monkeypatch.setenv("WEIGHTSCOPE_MAX_WORK", raw)
+    assert [max_work() for _ in range(3)] == [200_000_000] * 3  # read on every rerun
+    assert len(server_log("WEIGHTSCOPE_MAX_WORK", repr(raw), "200,000,000")) == 1
+
+
+def test_every_numeric_variable_reads_one_syntax_with_its_own_range(server_log):
+    from decimal import Decimal
+
+    from core import env
+
+    names = {n.name for n in env.NUMBERS}
+    assert names == {"WEIGHTSCOPE_MAX_WORK", "WEIGHTSCOPE_CACHE_MB", "WEIGHTSCOPE_DISK_MB",
+                     "WEIGHTSCOPE_MAX_JOBS"}
+    for number in env.NUMBERS:
+        top, name = number.high, number.name
+        for form in (str(top), f"{top:_}", f"{Decimal(top):E}"):
+            assert number.value({name: form}) == top, form
+        assert number.value({name: str(number.low)}) == number.low
+        assert number.value({}) == number.value({name: "  "}) == number.default
+        for bad in (str(top + 1), str(number.low - 1), "inf", f"{number.low}.5", "many"):
+            assert number.value({name: bad}) == number.default, bad
+            assert len(server_log(name, repr(bad), f"{number.default:,}")) == 1, bad
+
+
+def test_the_readme_lists_every_numeric_variable_with_its_default_and_range():
+    from pathlib import Path
+
+    from core import env
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines()
+            if line.startswith("| `WEIGHTSCOPE_")}
+    for number in env.NUMBERS:
+        row = rows[number.name]
+        assert f"{number.default:,}" in row and f"{number.low:,} to {number.high:,}" in row, row
+
+
+def test_the_run_store_reads_its_budgets_with_the_same_syntax(monkeypatch, server_log):
+    from ui.resources import run_store
+
+    monkeypatch.setenv("WEIGHTSCOPE_RUN_CACHE", "off")
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_MB", "1e3")
+    monkeypatch.setenv("WEIGHTSCOPE_DISK_MB", "2.5e3")
+    monkeypatch.setenv("WEIGHTSCOPE_MAX_JOBS", "0")
+    run_store.clear()
+    try:
+        store = run_store()
+        assert (store.max_bytes, store.max_disk_bytes) == (1000 << 20, 2500 << 20)
+        assert server_log("WEIGHTSCOPE_MAX_JOBS", "'0'", "outside 1 to 64",
+                      "default 1")
+    finally:
+        run_store.clear()
+
+
+def test_malformed_operator_folders_are_reported_once_in_the_server_log(monkeypatch, server_log):
+    from core.settings import operator_folders
+
+    monkeypatch.setenv("WEIGHTSCOPE_FOLDERS", " good = /srv/a ;/srv/nameless;=/srv/b;"
+                                              "bad name=/srv/c;good=/srv/d;;empty=; ")
+    assert operator_folders() == operator_folders() == {"folder:good": "/srv/a"}
+    for words in (["'/srv/nameless'", "no '='"], ["'=/srv/b'", "no name"],
+                  ["'bad name=/srv/c'", "letters, digits"],
+                  ["'good=/srv/d'", "repeats the name 'good'", "'/srv/a', is used"],
+                  ["'empty='", "no folder"]):
+        assert len(server_log("WEIGHTSCOPE_FOLDERS", *words)) == 1, words
+    assert len(server_log()) == 5
+
+
+#: Run in a fresh interpreter beside a copy of core/kernels.py: one gradient pass at zero
+#: weights, checked against its closed form sum_i (1/K - e_{y_i}) x_i. Arguments: "cached"
+#: (only check that the disk cache is in use: compiling costs seconds) or a folder to lose
+#: after the kernels were set up.
+KERNEL_PROBE = """
+import shutil, sys
+import numpy as np
+import kernels
+if sys.argv[1:] == ["cached"]:
+    assert kernels.CACHED
+    sys.exit(0)
+if sys.argv[1:]:
+    shutil.rmtree(sys.argv[1])
+    open(sys.argv[1], "w").close()
+X = np.random.default_rng(0).integers(0, 256, (100, 16), dtype=np.uint8)
+y = np.arange(100) % 3
+g, gb = kernels.Pass(X, y, 3, np.float32, "softmax").run(np.zeros((3, 16), np.float32),
+                                                          np.zeros(3, np.float32))
+residual = np.full((100, 3), 1 / 3) - np.eye(3)[y]
+assert np.allclose(g, residual.T @ (X / 255.0), atol=1e-4), "wrong gradient"
+assert kernels.AVAILABLE and not kernels.CACHED
+"""
+
+
+@pytest.mark.parametrize("case", ["NUMBA_CACHE_DIR unwritable", "no folder writable",
+                                  "cache folder lost"])
+def test_the_kernel_trains_without_a_disk_cache_and_the_log_says_why(tmp_path, case):
+    """Numba caches compiled code in NUMBA_CACHE_DIR, else beside the module, else in
+    ~/.cache; "cannot cache function" used to stop the app from starting when none was
+    writable. Folders are blocked by a plain file in their path, which stops root too."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("numba")
+    root = Path(__file__).resolve().parent.parent
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    shutil.copy(root / "core" / "kernels.py", pkg)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    cache = blocker / "numba"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": os.pathsep.join([str(pkg), str(root)])}
+    env.pop("WEIGHTSCOPE_KERNEL", None)
+    args = ["cached"]  # beside the module, where Numba went instead
+    if case == "no folder writable":
+        args = []
+        (pkg / "__pycache__").write_text("")  # the package folder is read-only
+        env["XDG_CACHE_HOME"] = str(blocker / "xdg")  # and so is the user's cache
+    if case == "cache folder lost":
+        cache = tmp_path / "numba"
+        env["NUMBA_CACHE_DIR"] = str(cache)
+        args = [str(cache)]
+    result = subprocess.run([sys.executable, "-c", KERNEL_PROBE, *args], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = [line for line in result.stderr.splitlines() if "weightscope:" in line]
+    assert len(log) == 1 and str(cache) in log[0], result.stderr[-3000:]
+    if case != "NUMBA_CACHE_DIR unwritable":
+        assert "without a disk cache" in log[0]

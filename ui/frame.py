@@ -15,13 +15,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import streamlit as st
 
-from core.settings import DATASETS, Settings, from_params, has_settings, to_params
+from core.settings import Settings, from_params, has_settings, to_params
 from core.config import TrainConfig, format_number
 from core.data import Dataset
 from core.run import Run, nearest_iteration
 from ui import draw, sidebar, url
 from ui.draw import md
-from ui.resources import available_datasets, dataset
+from ui.resources import available_datasets, dataset, why_unavailable
 # PageStopped and stop are the frame's to offer: app.py catches one, pages call the other.
 from ui.training import PageStopped, get_run, show_run_status, stop  # noqa: F401
 from ui.uploads import take_upload, upload_messages, upload_ui
@@ -258,13 +258,14 @@ def open_frame(nav) -> Frame:
             upload_ui()
             upload_messages()
             st.stop()
+        # The data in use stays (this session's last, else the first on offer).
+        last = ss.get(SETTINGS_KEY, Settings()).dataset
+        kept = last if last in choices else next(iter(choices))
         if browser and "ds" in params:
-            st.warning(
-                f"This link asks for {md(DATASETS.get(settings.dataset, settings.dataset))}, "
-                "which is not available on this server; showing the bundled digits instead. "
-                "Install it with `apt-get install dataset-fashion-mnist` (see the README).",
-                icon=":material/warning:")
-        settings = settings.replace(dataset=next(iter(choices)))
+            st.warning(f"This link asks for data that cannot be shown here: "
+                       f"{md(why_unavailable(settings.dataset))}. Showing {md(choices[kept])} "
+                       "instead.", icon=":material/warning:")
+        settings = settings.replace(dataset=kept)
         ss[sidebar.widget_key("dataset")] = settings.dataset
     ds = dataset(settings.dataset)
     mismatch = (params.get("data"), ds.fingerprint[:8])
@@ -287,7 +288,10 @@ def open_frame(nav) -> Frame:
                   nav_box=nav_box, link_box=link_box, view=view)
     ss[FRAME_KEY] = frame
     if ds.is_fallback or ds.name == "digits":
-        st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {md(ds.source)}",
+        # Where Fashion-MNIST is missing, its stand-in's source says why and how to get it.
+        fashion = dataset("fashion-mnist")
+        why = fashion.source if fashion.is_fallback else ds.source
+        st.info(f"Showing the bundled 8 x 8 digits, not Fashion-MNIST. {md(why)}",
                 icon=":material/info:")
     return frame
 

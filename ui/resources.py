@@ -7,8 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from core import env
 from core.settings import DATASETS, operator_folders
-from core.data import Dataset, load_dataset, user_cache_dir
+from core.data import Dataset, digits_instead, load_dataset, user_cache_dir
 from core.runs import RunStore
 
 #: Where this session's uploaded data set lives in st.session_state (see ui.uploads).
@@ -17,14 +18,35 @@ UPLOAD_KEY = "ws_upload"
 
 @st.cache_resource(show_spinner="Loading the data set…")
 def _bundled(name: str) -> Dataset:
-    """A bundled data set, loaded once per process and shared read-only by all sessions."""
-    return load_dataset(name)
+    """A bundled data set, loaded once per process and shared read-only by all sessions.
+
+    A Fashion-MNIST folder named by WEIGHTSCOPE_DATA_DIR that does not load is the
+    operator's to fix: the reason, with the path, goes to the server log, and every page
+    goes on with the bundled digits, saying why without the path.
+    """
+    try:
+        return load_dataset(name)
+    except ValueError as err:
+        if name != "fashion-mnist":
+            raise
+        env.log.warning("%s", err)
+        return digits_instead("Fashion-MNIST could not be loaded from the folder that "
+                              "WEIGHTSCOPE_DATA_DIR names (the server log says why)")
 
 
 @st.cache_resource(show_spinner="Loading the data folder…")
 def _folder(name: str, path: str):
+    """Operator folder ``name`` ("folder:<name>") read from ``path`` once per process, as
+    an :class:`core.uploads.Upload`; None when it does not load, with the reason and the
+    path in the server log (viewers see its name only)."""
     from core import uploads
-    return uploads.load_folder(path)
+    short = name.split(":", 1)[1]
+    try:
+        return uploads.load_folder(path, name=short)
+    except (OSError, ValueError) as err:
+        env.log.warning("WEIGHTSCOPE_FOLDERS: the folder %r at %s could not be loaded: %s",
+                        short, path, err)
+        return None
 
 
 def dataset(name: str) -> Dataset:
@@ -37,7 +59,10 @@ def dataset(name: str) -> Dataset:
         return upload.dataset
     folders = operator_folders()
     if name in folders:
-        return _folder(name, folders[name]).dataset
+        folder = _folder(name, folders[name])
+        if folder is None:
+            raise KeyError(f"{why_unavailable(name)}.")
+        return folder.dataset
     return _bundled(name)
 
 
@@ -49,11 +74,8 @@ def available_datasets() -> dict[str, str]:
     if fashion.is_fallback:
         out.pop("fashion-mnist")
     for name, path in operator_folders().items():
-        try:
-            _folder(name, path)
-        except (OSError, ValueError):
-            continue  # a broken folder is reported on the home page, not offered
-        out[name] = f"Folder: {name.split(':', 1)[1]}"
+        if _folder(name, path) is not None:  # a broken one is reported on the home page
+            out[name] = f"Folder: {name.split(':', 1)[1]}"
     upload = st.session_state.get(UPLOAD_KEY)
     if upload is not None:
         out["upload"] = f"Your upload ({upload.dataset.n_classes} classes, " \
@@ -61,22 +83,34 @@ def available_datasets() -> dict[str, str]:
     return out
 
 
+def broken_folders() -> list[str]:
+    """Names of the operator's folders that did not load, for every viewer to read (the
+    reasons, with paths, are in the server log)."""
+    return [name.split(":", 1)[1] for name, path in operator_folders().items()
+            if _folder(name, path) is None]
+
+
+def why_unavailable(name: str) -> str:
+    """Why data set ``name`` is not offered here, as a clause any viewer may read (no
+    server paths): an operator folder that does not load or does not exist, or
+    Fashion-MNIST not installed."""
+    if name.startswith("folder:"):
+        short = name.split(":", 1)[1]
+        if name in operator_folders():
+            return f"the folder {short!r} could not be loaded; the server log says why"
+        return f"this server has no data folder called {short!r}"
+    return (f"{DATASETS.get(name, name)} could not be found or loaded on this server (the "
+            "README says how to install it)")
+
+
 @st.cache_resource
 def run_store() -> RunStore:
     """The process-wide store of finished and running trainings."""
-    budget_mb = _env_int("WEIGHTSCOPE_CACHE_MB", 1024)
     disk = os.environ.get("WEIGHTSCOPE_RUN_CACHE")
     disk_dir = None if disk == "off" else Path(disk) if disk else user_cache_dir() / "runs"
-    return RunStore(max_bytes=budget_mb << 20, disk_dir=disk_dir,
-                    max_jobs=_env_int("WEIGHTSCOPE_MAX_JOBS", 1),
-                    max_disk_bytes=_env_int("WEIGHTSCOPE_DISK_MB", 2048) << 20)
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return max(1, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
+    return RunStore(max_bytes=env.CACHE_MB.value() << 20, disk_dir=disk_dir,
+                    max_jobs=env.MAX_JOBS.value(),
+                    max_disk_bytes=env.DISK_MB.value() << 20)
 
 
 @st.cache_resource

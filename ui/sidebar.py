@@ -119,10 +119,19 @@ def _number(sb, s: Setting, key: str, settings: Settings, values: dict, ds: Data
         cap = max_work()
         n = values["n_train"]
         if value * n > cap:
-            kept = settings.iterations if settings.iterations * n <= cap else max(1, cap // n)
-            sb.error(
-                f"{value:,} steps x {n:,} images is over this server's cap of {cap:,} "
-                f"image-steps per run (set WEIGHTSCOPE_MAX_WORK to change it); keeping "
-                f"{kept:,} steps.")
-            value = kept
+            over = (f"{value:,} step{'s' * (value != 1)} x {n:,} images is over this server's "
+                    f"cap of {cap:,} image-step{'s' * (cap != 1)} per run (set "
+                    "WEIGHTSCOPE_MAX_WORK to change it)")
+            if n > cap:
+                # Not even one step fits. Every page needs a run, and one step is one pass
+                # over the images, so the smallest run is trained and the message says so.
+                also = f", and so is 1 step on {n:,} images" if value != 1 else ""
+                fewer = (f" At most {cap:,} training images would keep within it."
+                         if cap >= n_train_range(ds)[0] else "")
+                sb.error(f"{over}{also}; training 1 step, the smallest run there is.{fewer}")
+                value = 1
+            else:
+                kept = settings.iterations if settings.iterations * n <= cap else cap // n
+                sb.error(f"{over}; keeping {kept:,} step{'s' * (kept != 1)}.")
+                value = kept
     return value

@@ -100,6 +100,10 @@ uploads.upload_messages()
 uploads.upload_ui()
 
 st.subheader("Data")
+for name in resources.broken_folders():
+    # The operator's folders are named, never located: the path and the reason are in the log.
+    why = resources.why_unavailable(f"folder:{name}")
+    st.warning(f"{draw.md(why[0].upper() + why[1:])}.", icon=":material/folder_off:")
 st.markdown(
     f"{draw.md(ds.source)}  \n"
     f"{len(ds.y_train):,} training images (of which "
