@@ -159,7 +159,7 @@ def train(
         finished = f"Finished all {T:,} iterations."
 
         def optimize(rec: Recorder) -> None:
-            _descend(rec, passes["train"], cfg, dtype.type(lr),
+            _descend(rec, passes["train"], cfg, lr,
                      _Ticker(progress, T, progress_interval))
 
     rec = Recorder(passes, X8, K, cfg, T, lr, L, finished, record)
@@ -178,19 +178,27 @@ def train(
     )
 
 
-def _descend(rec: "Recorder", train_pass, cfg: TrainConfig, a, tick: "_Ticker") -> None:
-    """Gradient descent with step ``a`` (a scalar of the run's dtype) from zero weights,
-    every iterate fed to ``rec`` until it has T or reports divergence."""
-    dtype = a.dtype
+def _descend(rec: "Recorder", train_pass, cfg: TrainConfig, lr: float, tick: "_Ticker") -> None:
+    """Gradient descent with step ``lr`` from zero weights, every iterate fed to ``rec``
+    until it has T or reports divergence."""
+    dtype = np.dtype(cfg.dtype)
+    # A step or an L2 strength the run's dtype cannot hold makes every step overflow:
+    # the run stops after iteration 0, saying which setting it was.
+    unfit = _beyond(dtype, lr, cfg.l2)
+    a = dtype.type(0.0 if unfit else lr)
     K, d = rec.snapshot_weights.shape[1:]
     W = np.zeros((K, d), dtype=dtype)
     b = np.zeros(K, dtype=dtype)
     inv_n = dtype.type(1.0 / len(train_pass.y))
-    l2 = dtype.type(cfg.l2)
-    shrink = a * dtype.type(cfg.l1)
+    l2 = dtype.type(0.0 if unfit else cfg.l2)
+    # Any shrink beyond the dtype's range sets every weight to zero, as the largest does.
+    shrink = dtype.type(min(float(a) * cfg.l1, float(np.finfo(dtype).max)))
     for t in range(rec.T + 1):
         out = train_pass.run(W, b, want_grad=t < rec.T, want_records=rec.is_snapshot(t))
         if not rec.record(t, W, b, out) or t == rec.T:
+            return
+        if unfit:
+            rec.stop(t + 1, unfit)
             return
         grad_W, grad_b = out.grad_W, out.grad_b
         grad_W *= inv_n
@@ -349,7 +357,7 @@ class Recorder:
         if not (math.isfinite(obj) and obj <= DIVERGENCE_FACTOR * self.loss0
                 and np.isfinite(W).all()):
             self.diverged, self.done = True, t - 1
-            self.stop_reason = _divergence_reason(t, obj, self.loss0, self.lr, self.L)
+            self.stop_reason = _divergence_reason(t, obj, self.loss0, self.lr, self.L, self.cfg)
             return False
         correct = out.pred == self.y
         h = self.history
@@ -369,6 +377,11 @@ class Recorder:
                 self.residual_sums[edge] = self.acc
         self.last_good = (W, b)
         return True
+
+    def stop(self, t: int, reason: str) -> None:
+        """End the run before iterate ``t``, which cannot be computed, for ``reason``;
+        it counts as diverged and keeps the weights of iterate ``t - 1``."""
+        self.diverged, self.done, self.stop_reason = True, t - 1, reason
 
     def build(self, **identity) -> Run:
         """The :class:`~core.run.Run` of what was recorded.
@@ -458,13 +471,41 @@ def _flat(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images[idx].reshape(len(idx), math.prod(images.shape[1:])))
 
 
-def _divergence_reason(t: int, obj: float, loss0: float, lr: float, L: float) -> str:
+def _beyond(dtype: np.dtype, lr: float, l2: float) -> str:
+    """Which of the step and the L2 strength ``dtype`` cannot hold, as the sentence that
+    stops the run at iteration 1; "" when both fit."""
+    top = float(np.finfo(dtype).max)
+    for value, what, advice in ((l2, "L2 penalty", "a smaller L2 penalty (the step size is "
+                                                   "not the cause)"),
+                                (lr, "step", 'a smaller learning rate or "auto"')):
+        if value > top:
+            return (f"Diverged at iteration 1: the {what} {value:g} is beyond {dtype} "
+                    f"arithmetic (whose largest number is {top:.3g}), so no step can be "
+                    f"computed with it; choose {advice}. The run keeps the weights of "
+                    "iteration 0.")
+    return ""
+
+
+def _divergence_reason(t: int, obj: float, loss0: float, lr: float, L: float,
+                       cfg: TrainConfig) -> str:
+    """Why the run stopped at iterate ``t``: the step beyond the stability limit 2/L, or,
+    for a step within it, the arithmetic (with the penalties, which set L)."""
     what = "is no longer finite" if not math.isfinite(obj) else (
         f"reached {obj:.3g}, over {DIVERGENCE_FACTOR:g}x its starting value {loss0:.3g}"
     )
+    kept = f"The run keeps the weights of iteration {t - 1:,}."
+    if not lr * L / 2 <= 1:
+        # L includes the L2 strength: when that is most of it, it is what narrowed 2/L.
+        narrowed = (f" (the L2 penalty {cfg.l2:g} makes up most of L = {L:.4g})"
+                    if cfg.l2 > L / 2 else "")
+        return (
+            f"Diverged at iteration {t:,}: the training objective {what}. The step {lr:.4g} "
+            f"is {lr * L / 2:.3g}x the stability limit 2/L = {2 / L:.4g}{narrowed}; choose a "
+            f'smaller learning rate or "auto" (1/L = {1 / L:.4g}). {kept}')
+    penalties = ", ".join(f"{name} {value:g}" for name, value in
+                          (("L2 penalty", cfg.l2), ("L1 penalty", cfg.l1)) if value)
     return (
-        f"Diverged at iteration {t:,}: the training objective {what}. The step {lr:.4g} "
-        f"is {lr * L / 2:.3g}x the stability limit 2/L = {2 / L:.4g}; choose a smaller "
-        f'learning rate or "auto" (1/L = {1 / L:.4g}). The run keeps the weights of '
-        f"iteration {t - 1:,}."
-    )
+        f"Diverged at iteration {t:,}: the training objective {what}, although the step "
+        f"{lr:.4g} is within the stability limit 2/L = {2 / L:.4g}: the step size is not the "
+        f"cause, the numbers outgrew {cfg.dtype} arithmetic"
+        + (f" (with {penalties}); choose smaller penalties. " if penalties else ". ") + kept)

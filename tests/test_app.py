@@ -1053,3 +1053,16 @@ def test_upload_notices_name_members_and_classes_escaped():
     notices = [i.value for i in at.main.info]
     assert any(escaped(link) in n for n in notices), notices
     assert not any(link in n for n in notices), notices
+
+
+@pytest.mark.parametrize("l2", ["1e39", "1e300"])
+def test_a_penalty_too_large_for_the_arithmetic_is_named_as_the_cause_not_the_step(l2):
+    """L2 = 1e39 overflows float32 (largest 3.4e38): the run stops at once, and the message
+    blames the penalty, not the step (which was 1/L, within the stability limit)."""
+    at = open_page("views/trajectory.py", **SMALL, l2=l2)
+    assert not at.exception
+    message = " ".join(e.value for e in at.error)
+    assert "Diverged at iteration 1" in message, message
+    assert f"L2 penalty {float(l2):g}" in message and "float32" in message, message
+    assert "smaller L2 penalty" in message, message
+    assert "learning rate" not in message, message

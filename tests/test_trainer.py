@@ -640,3 +640,15 @@ def test_memory_estimate_bounds_a_run_that_stops_early(few):
     run = train(few, cfg)
     assert run.iterations_done < 150
     assert run.nbytes < cfg.footprint(few).run
+
+
+def test_a_divergence_within_the_stability_limit_blames_the_arithmetic_not_the_step():
+    """The stop reason names the cause: a step beyond 2/L, or, for a step within it, the
+    arithmetic and the penalties (it used to tell every diverged run to lower the step)."""
+    from core.trainer import _divergence_reason
+
+    within = _divergence_reason(3, float("inf"), 2.3, lr=0.5, L=1.0, cfg=TrainConfig(l2=1e30))
+    assert "within the stability limit 2/L = 2" in within and "L2 penalty 1e+30" in within
+    assert "learning rate" not in within and "outgrew float32 arithmetic" in within
+    beyond = _divergence_reason(3, 40.0, 2.3, lr=5.0, L=1.0, cfg=TrainConfig())
+    assert "2.5x the stability limit" in beyond and 'smaller learning rate or "auto"' in beyond
