@@ -236,25 +236,20 @@ class TrainConfig:
                 out["iterations"] = problem
         return out
 
-    def footprint(self, ds: Dataset):
-        """The memory this config's run holds on ``ds``, known before training
-        (:func:`core.run.footprint`)."""
-        from core.run import footprint  # core.run imports this module
-        return footprint(self, ds.n_classes, math.prod(ds.image_shape),
-                         validation_size(ds, self.n_val))
-
     def memory_problem(self, ds: Dataset, max_bytes: int) -> str | None:
         """What to lower, and to what, when this config's run on ``ds`` would hold more
-        than ``max_bytes`` (:meth:`footprint`, L-BFGS's iterates included); None if it
+        than ``max_bytes`` (:func:`core.run.footprint`, L-BFGS's iterates included); None if it
         fits. The config must be otherwise valid."""
-        need = self.footprint(ds)
+        from core.run import footprint  # core.run imports this module
+
+        need = footprint(self, ds)
         if need.total <= max_bytes:
             return None
         lbfgs = self.optimizer == "lbfgs"
         steps = "Iterations (at most)" if lbfgs else BY_NAME["iterations"].label
 
         def fits(**change) -> bool:
-            return self.replace(**change).footprint(ds).total <= max_bytes
+            return footprint(self.replace(**change), ds).total <= max_bytes
 
         T, n = int(self.iterations), int(self.n_train)
         # Up to 100 iterations every one is a snapshot, so 100 holds more than a few
@@ -263,20 +258,21 @@ class TrainConfig:
         if best_T is None:
             best_T = _largest(lambda t: fits(iterations=t), 1, min(T - 1, 100))
         best_n = _largest(lambda k: fits(n_train=k), n_train_range(ds, self.n_val)[0], n - 1)
-        shape = "x".join(str(v) for v in ds.image_shape)
+        shape = " x ".join(str(v) for v in ds.image_shape)
+        m = validation_size(ds, self.n_val)
         what = (f"{need.snapshots:,} snapshots of the weights ({ds.n_classes} classes of "
-                f"{shape} pixels, {self.dtype}) and of the {n:,} training images' records")
+                f"{shape} pixels, {self.dtype}) and of the records of {n:,} training and "
+                f"{m:,} validation images")
         if lbfgs:
-            what += (f", plus the {T + 1:,} iterates L-BFGS holds while it trains "
-                     f"({_mb(need.iterates)})")
+            what += f", and the {T + 1:,} iterates L-BFGS holds while it trains"
         lower = [f"{label} to {value:,}" for label, value in
                  ((steps, best_T), (BY_NAME["n_train"].label, best_n)) if value is not None]
         advice = (f"Lower {' or '.join(lower)}." if lower else
                   "Even one step on the fewest images would not fit: this data set has too "
                   "many classes or pixels for this server (its operator can raise "
                   "WEIGHTSCOPE_CACHE_MB).")
-        return (f"This run would hold about {_mb(need.total)} in memory ({what}), over "
-                f"this server's limit of {_mb(max_bytes)} per run. {advice}")
+        return (f"This run would hold about {_mb(need.total)} in memory, over this server's "
+                f"limit of {_mb(max_bytes)} per run: {what}. {advice}")
 
     def replace(self, **changes) -> "TrainConfig":
         values = {f.name: getattr(self, f.name) for f in fields(self)}

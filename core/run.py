@@ -199,8 +199,8 @@ class Run:
     @property
     def nbytes(self) -> int:
         """Bytes held by the run's arrays."""
-        arrays = [self.snapshot_weights, self.snapshot_biases, self.snapshot_grad_norms,
-                  self.residual_iterations, self.residual_sums,
+        arrays = [self.snapshot_iterations, self.snapshot_weights, self.snapshot_biases,
+                  self.snapshot_grad_norms, self.residual_iterations, self.residual_sums,
                   self.learned_at, self.forgetting_events, self.train_indices, self.val_indices]
         arrays += list(self.history.values()) + list(self.snapshot_history.values())
         for rec in self.records.values():
@@ -508,43 +508,22 @@ class Footprint:
         return self.run + self.iterates
 
 
-def footprint(cfg: TrainConfig, n_classes: int, n_pixels: int, n_val: int) -> Footprint:
-    """The memory a run of ``cfg`` holds, computed from shapes before training.
+def footprint(cfg: TrainConfig, ds: Dataset) -> Footprint:
+    """The memory a run of ``cfg`` on ``ds`` holds, computed before training from the
+    shapes its arrays will have (:func:`run_layout` of a run that reaches
+    ``cfg.iterations``).
 
-    Parameters
-    ----------
-    cfg : TrainConfig
-        A valid config; ``cfg.n_train`` images are trained for ``cfg.iterations``.
-    n_classes, n_pixels : int
-        ``K`` and ``d = H * W`` of the data set.
-    n_val : int
-        Validation images actually held out (:func:`core.config.validation_size`).
-
-    Returns
-    -------
-    Footprint
-        With ``S`` snapshots, ``E`` residual edges, ``n`` training and ``m`` validation
-        images and ``b`` bytes per weight: ``S (K d + K) b`` for the weights,
-        ``S n (4 + 4 + 2 + 4)`` and ``S m (4 + 4 + 2)`` for the per-example records
-        (loss, p(true), prediction; gradient norms of the training images),
-        ``E n K 4`` for gradient descent's residual sums, ``3 (T + 1) 8`` for the
-        history, and the indices and counts per image.
+    Dominant terms, with ``S`` snapshots, ``K`` classes, ``d`` pixels, ``n`` training
+    and ``m`` validation images and ``b`` bytes per weight: ``S (K d + K) b`` for the
+    weights, ``S (14 n + 10 m)`` for the per-example records, ``E n K 4`` for gradient
+    descent's residual sums at ``E`` edges; L-BFGS adds ``(T + 1) (K d + K) 8`` for its
+    iterates while it trains.
     """
-    # The schedules live with the trainer, which imports this module.
-    from core.trainer import residual_edges, snapshot_schedule
-
-    T, n, m, K = int(cfg.iterations), int(cfg.n_train), int(n_val), int(n_classes)
-    S = len(snapshot_schedule(T))
-    weight = np.dtype(cfg.dtype).itemsize
-    f32, i16, i64 = 4, 2, 8
-    lbfgs = cfg.optimizer == "lbfgs"
-    E = 0 if lbfgs else len(residual_edges(T))
-    per_snapshot = (K * n_pixels + K) * weight                   # weights and biases
-    per_snapshot += n * (f32 + f32 + i16 + f32) + m * (f32 + f32 + i16)  # records
-    per_snapshot += 6 * 8                                        # snapshot_history
-    run = (S * per_snapshot
-           + E * (i64 + n * K * f32)                             # residual sums and edges
-           + 3 * (T + 1) * 8                                     # history
-           + n * (i64 + 4 + i64) + m * i64)                      # learned_at, forgets, indices
-    iterates = (T + 1) * (K * n_pixels + K) * 8 if lbfgs else 0
-    return Footprint(run=int(run), iterates=int(iterates), snapshots=S)
+    T = int(cfg.iterations)
+    layout = run_layout(ds, cfg, T)
+    # The 0-d entries are the scalars of the file; a Run holds them as Python numbers.
+    run = sum(dtype.itemsize * math.prod(shape) for dtype, shape in layout.values() if shape)
+    K, d = ds.n_classes, math.prod(ds.image_shape)
+    iterates = (T + 1) * (K * d + K) * 8 if cfg.optimizer == "lbfgs" else 0
+    return Footprint(run=int(run), iterates=int(iterates),
+                     snapshots=layout["snapshot_iterations"][1][0])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import re
 import secrets
@@ -32,6 +31,8 @@ except ImportError:  # not on Windows: temporary files are then judged by age al
     fcntl = None
 
 from core.config import TrainConfig
+# The server log, where operators (and the live-server tests) see how often runs are trained.
+from core.env import log
 from core.data import Dataset
 from core.run import FORMAT_VERSION, Run, read_run, run_to_arrays
 from core.trainer import TrainingCancelled, default_backend, train
@@ -48,17 +49,6 @@ def run_key(fingerprint: str, cfg: TrainConfig) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
-log = logging.getLogger("weightscope")
-if not log.handlers:
-    # Streamlit configures only its own loggers; these lines go to the server's stderr,
-    # where operators (and the live-server tests) can see how often runs are trained.
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("%(asctime)s weightscope: %(message)s"))
-    log.addHandler(_handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
 
 
 #: Seconds a session that stopped (tab closed, connection lost) keeps its claim on a job: a

@@ -113,6 +113,17 @@ def run_store() -> RunStore:
                     max_disk_bytes=env.DISK_MB.value() << 20)
 
 
+#: The most runs one page holds at once: the Overfitting page's four penalties.
+RUNS_PER_PAGE = 4
+
+
+def run_memory_bound() -> int:
+    """Bytes one run may hold (:meth:`core.config.TrainConfig.memory_problem`): the run
+    store's memory budget (WEIGHTSCOPE_CACHE_MB) shared by the runs of the largest page,
+    so that a page's runs fit in memory together and none evicts another while it draws."""
+    return run_store().max_bytes // RUNS_PER_PAGE
+
+
 @st.cache_resource
 def task_store():
     """The process-wide store of background analyses (see :mod:`core.tasks`)."""

@@ -16,7 +16,7 @@ import streamlit as st
 from core.settings import Settings, max_work
 from core.config import SETTINGS, Setting, n_train_range
 from core.data import Dataset
-from ui.resources import dataset
+from ui.resources import dataset, run_memory_bound
 
 
 def widget_key(name: str, prefix: str = "") -> str:
@@ -134,4 +134,26 @@ def _number(sb, s: Setting, key: str, settings: Settings, values: dict, ds: Data
                 kept = settings.iterations if settings.iterations * n <= cap else cap // n
                 sb.error(f"{over}; keeping {kept:,} step{'s' * (kept != 1)}.")
                 value = kept
+        value = _within_memory(sb, settings, values, value, ds)
     return value
+
+
+def _within_memory(sb, settings: Settings, values: dict, steps: int, ds: Dataset) -> int:
+    """``steps``, checked against the memory one run may hold on this server
+    (:func:`ui.resources.run_memory_bound`), with the settings chosen above it in ``values``.
+
+    Over it, the control says what to lower and keeps the last good steps when those fit;
+    otherwise (a link, more images, L-BFGS chosen) the steps stay, and the page refuses the
+    run with the same message rather than train another one than asked.
+    """
+    bound = run_memory_bound()
+    problem = settings.replace(**values, iterations=steps).config().memory_problem(ds, bound)
+    if problem is None:
+        return steps
+    kept = settings.iterations
+    if kept != steps and settings.replace(**values).config().memory_problem(ds, bound) is None:
+        unit = "iterations" if values.get("optimizer") == "lbfgs" else "steps"
+        sb.error(f"{problem} Keeping {kept:,} {unit}.")
+        return kept
+    sb.error(problem)
+    return steps

@@ -15,7 +15,7 @@ from core.run import Run
 from core.runs import Job
 from core.trainer import TrainingCancelled
 from ui.draw import md
-from ui.resources import run_store
+from ui.resources import run_memory_bound, run_store
 
 
 class PageStopped(Exception):
@@ -43,7 +43,7 @@ def get_run(ds: Dataset, cfg: TrainConfig, *, label: str = "", persist: bool = T
 
     ``persist=False`` keeps it off the disk cache (runs on uploaded data stay in memory).
     """
-    problems = cfg.problems(ds)
+    problems = cfg.problems(ds, max_bytes=run_memory_bound())  # every page's runs
     if problems:
         st.error("These settings cannot be trained: " + " ".join(problems.values()))
         stop()

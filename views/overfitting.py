@@ -47,6 +47,13 @@ wanted = {label: cfg.replace(**penalty) for label, penalty in VARIANTS
 if cfg.optimizer == "lbfgs":
     st.caption("L1 is left out: it needs gradient descent's proximal step (each step "
                "also sets the weights that L1 pulls past zero to exactly zero).")
+# Checked together before any trains: a refusal after the first runs had trained would
+# have spent their time and memory on a page that cannot be drawn.
+over = {c.memory_problem(ds, resources.run_memory_bound()) for c in wanted.values()} - {None}
+if over:
+    st.error(f"None of this page's {len(wanted)} runs is trained: each is like the "
+             "sidebar's, penalty aside. " + " ".join(sorted(over)))
+    frame.stop()
 missing = [label for label, c in wanted.items() if resources.run_store().cached(ds, c) is None]
 note = st.empty()  # says what is being trained, then that it was (not "to train" any more)
 if missing:
