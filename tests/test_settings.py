@@ -210,7 +210,7 @@ def test_the_overfitting_presets_say_what_their_runs_show(answer_run):
     assert "is overfitting" not in " ".join(p.blurb for p in PRESETS)
 
 
-# --------------------------------------------------------------------------- settings from the environment
+# --------------------------------------------------------------------------- the environment
 
 
 @pytest.mark.parametrize("raw,expected", [
