@@ -312,10 +312,12 @@ def test_load_folder_matches_the_upload_of_the_same_files(tmp_path, kind):
     for name, data in files:
         (tmp_path / name).write_bytes(data)
     (tmp_path / "README.txt").write_text("ignored")
-    from_folder, uploaded = load_folder(tmp_path), load_upload(files)
+    from_folder, uploaded = load_folder(tmp_path, name="mine"), load_upload(files)
     assert from_folder.dataset.fingerprint == uploaded.dataset.fingerprint
     np.testing.assert_array_equal(from_folder.dataset.x_test, uploaded.dataset.x_test)
-    assert str(tmp_path) in from_folder.dataset.source
+    # Viewers read the source: the folder goes by its name, never by its server path.
+    assert from_folder.dataset.source.startswith("From the server's data folder 'mine': ")
+    assert str(tmp_path) not in from_folder.dataset.source
 
 
 def test_load_folder_refuses_a_missing_or_empty_folder(tmp_path):
@@ -738,3 +740,19 @@ def test_an_unforeseen_failure_inside_the_loader_is_still_a_refusal(monkeypatch,
     with pytest.raises(UploadError) as caught:
         load_folder(tmp_path)
     assert "m.npz could not be read" in str(caught.value)
+
+
+def test_the_summary_of_a_run_without_validation_says_so_instead_of_nan():
+    import re
+
+    from core import analysis, report
+
+    x, y = labelled((2, 2, 2))
+    ds = load_upload([("small.npz", npz(x_train=x, y_train=y))]).dataset
+    run = trains(ds)
+    page = report.summary_html(run, ds, analysis.trajectory(run, ds),
+                               claims={"spectrum": analysis.spectrum(run, ds)})
+    text = re.sub(r"src=\"data:[^\"]*\"", "", page)  # the pictures' base64 may spell nan
+    assert not re.findall(r"\bnan\b", text)
+    assert "validation accuracy</th><td>none (too few training images" in page
+    assert "validation minimum" not in page
