@@ -34,10 +34,15 @@ _reported: set[str] = set()
 
 
 def warn_once(message: str) -> None:
-    """Put ``message`` in the server log, unless this process already logged it.
+    """Put ``message`` in the server log as a warning, unless this process already did.
 
     Settings are read again on every rerun of every session: a bad one should cost the
     operator one line, not one a click.
+
+    Parameters
+    ----------
+    message : str
+        The whole line, naming the setting, the value and what is used instead.
     """
     if message not in _reported:
         _reported.add(message)
@@ -72,10 +77,25 @@ class Number:
     meaning: str
 
     def parse(self, text: str) -> int:
-        """The value written as ``text``; ValueError saying what is wrong otherwise.
+        """The value written as ``text``.
 
         Exact for any length of digits or exponent (decimal arithmetic, never a float that
         could overflow or round): ``1e309`` is out of range, not infinity.
+
+        Parameters
+        ----------
+        text : str
+            ``1000``, ``1_000``, ``1e3`` or ``2.5e6``; surrounding spaces are ignored.
+
+        Returns
+        -------
+        int
+            From ``low`` to ``high``.
+
+        Raises
+        ------
+        ValueError
+            Saying what is wrong ("is not a whole number ...", "is outside 1 to 64").
         """
         text = text.strip()
         if not _WHOLE.fullmatch(text):
@@ -88,9 +108,18 @@ class Number:
         return int(value)
 
     def value(self, environ=None) -> int:
-        """The variable's value in ``environ`` (default ``os.environ``), or the default.
+        """The variable's value, or the default where it is unset, empty or bad.
 
         A bad value is reported once in the server log (see :func:`warn_once`).
+
+        Parameters
+        ----------
+        environ : mapping of str to str, optional
+            Where to look; default ``os.environ``, read at each call.
+
+        Returns
+        -------
+        int
         """
         raw = (os.environ if environ is None else environ).get(self.name, "")
         if not raw.strip():
