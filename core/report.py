@@ -168,7 +168,9 @@ def summary_html(run: Run, ds: Dataset, traj: Mapping[str, np.ndarray], link: st
         ("step used", f"{run.learning_rate:.4g}" if cfg.optimizer == "gd"
          else "n/a (L-BFGS chooses its own)"), ("L2", cfg.l2), ("L1", cfg.l1),
         ("seed", cfg.seed), ("stopped", run.stop_reason),
-        ("validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.4f}"),
+        ("validation accuracy", f"{run.snapshot_history['val_acc'][-1]:.4f}"
+         if len(run.val_indices) else "none (too few training images for a validation "
+                                      "hold-out)"),
         ("test accuracy", f"{run.snapshot_history['test_acc'][-1]:.4f}"),
     ))
     parts.append(f"<h2>Settings and results</h2><table>{rows}</table>")
@@ -241,9 +243,10 @@ def _claims_html(run: Run, traj: Mapping[str, np.ndarray], claims: Mapping) -> s
         W = run.weights(final)
         if run.config.optimizer == "gd":
             items.append(f"Directions with a·t·λ &gt; 1 at step {final:,} (at most fitted): "
-                         f"{sp.fitted(final):,} of {len(sp.eigenvalues):,}; at the validation "
-                         f"minimum (step {run.best_iteration():,}): "
-                         f"{sp.fitted(run.best_iteration()):,}.")
+                         f"{sp.fitted(final):,} of {len(sp.eigenvalues):,}" + (
+                             f"; at the validation minimum (step {run.best_iteration():,}): "
+                             f"{sp.fitted(run.best_iteration()):,}." if len(run.val_indices)
+                             else "."))
         items.append(f"Roughness at the end: {traj['roughness_mean'][-1]:.2f} measured, "
                      f"{sp.roughness_estimate(W).mean():.2f} estimated from the weights' "
                      "energy over the spectrum.")
