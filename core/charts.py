@@ -27,13 +27,20 @@ def log_grid(iterations: int, points: int = 300) -> np.ndarray:
     return np.union1d(grid, [iterations])
 
 
-def log_ticks(lo: float, hi: float) -> list[int]:
-    """The 1-2-5 sequence (1, 2, 5, 10, 20, ...) within [lo, hi]: regular ticks for a
-    log axis (Vega-Lite's own pick gave 1, 3, 20, 100, 300, 2k)."""
-    out, decade = [], 1
-    while decade <= hi:
-        out += [m * decade for m in (1, 2, 5) if lo <= m * decade <= hi]
-        decade *= 10
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """The 1-2-5 sequence (..., 0.1, 0.2, 0.5, 1, 2, 5, 10, ...) within [lo, hi]: regular
+    ticks for a log axis (Vega-Lite's own pick gave 1, 3, 20, 100, 300, 2k). Whole
+    numbers from 1 up are ints."""
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= 0:
+        return []
+    lo = max(lo, hi * 1e-12)
+    out, exp = [], int(np.floor(np.log10(lo)))
+    while 10.0 ** exp <= hi:
+        for m in (1, 2, 5):
+            v = m * 10 ** exp if exp >= 0 else float(f"{m}e{exp}")
+            if lo <= v <= hi:
+                out.append(v)
+        exp += 1
     return out
 
 
@@ -43,12 +50,74 @@ _DECADE_LABELS = ("datum.value == pow(10, round(log(datum.value) / LN10)) "
                   "? datum.label : ''")
 
 
-def log_axis(lo: float, hi: float, title: str) -> alt.Axis:
-    """A log axis from ``lo`` to ``hi`` with 1-2-5 ticks, labelled as "2k", "10k"."""
+def log_axis(lo: float, hi: float, title: str, fmt: str = "~s") -> alt.Axis:
+    """A log axis from ``lo`` to ``hi`` with 1-2-5 ticks, labelled as "2k", "10k" (``fmt``
+    "~g" for values: 0.002, not 2m)."""
     ticks = log_ticks(lo, hi)
     wide = hi / max(lo, 1e-300) > 100
-    return alt.Axis(values=ticks, format="~s", title=title,
+    return alt.Axis(values=ticks, format=fmt, title=title,
                     labelExpr=_DECADE_LABELS if wide else "datum.label")
+
+
+def _value_axis(values, title: str, log_y: bool) -> alt.Y:
+    """The value axis: a log scale with 1-2-5 ticks, or a linear one that need not
+    include zero."""
+    if not log_y:
+        return alt.Y("value:Q", title=title, scale=alt.Scale(zero=False))
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    axis = log_axis(float(v.min()), float(v.max()), title, fmt="~g") if len(v) else alt.Axis()
+    return alt.Y("value:Q", title=title, scale=alt.Scale(type="log"), axis=axis)
+
+
+#: The legend's corners, in the order tried when two are equally empty.
+CORNERS = ("top-right", "bottom-right", "top-left", "bottom-left")
+
+
+def legend_corner(x: np.ndarray, y: np.ndarray, *, log_x: bool = False, log_y: bool = False,
+                  size: tuple[float, float] = (0.42, 0.3)) -> str:
+    """The corner of the plot where a legend covers the fewest data points.
+
+    ``x`` and ``y`` are the points drawn; ``size`` is the legend's share of the plot's
+    width and height. Inside the plot a legend costs no width, where one on the right
+    took a third of a chart half a window wide (and one below, in Streamlit 1.67,
+    shrank the plot to a sliver).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if log_x:
+        ok &= x > 0
+    if log_y:
+        ok &= y > 0
+    if not ok.any():
+        return CORNERS[0]
+    x, y = x[ok], y[ok]
+    if log_x:
+        x = np.log(x)
+    if log_y:
+        y = np.log(y)
+
+    def unit(v):
+        span = v.max() - v.min()
+        return (v - v.min()) / span if span > 0 else np.full_like(v, 0.5)
+
+    u, v = unit(x), unit(y)
+    w, h = size
+    covered = {
+        "top-right": (u >= 1 - w) & (v >= 1 - h), "bottom-right": (u >= 1 - w) & (v <= h),
+        "top-left": (u <= w) & (v >= 1 - h), "bottom-left": (u <= w) & (v <= h),
+    }
+    return min(CORNERS, key=lambda c: int(covered[c].sum()))
+
+
+def _legend(order: Sequence[str], corner: str):
+    """A legend inside the plot at ``corner``; none for a single series (the axis title
+    names it)."""
+    if len(order) <= 1:
+        return None
+    return alt.Legend(orient=corner, labelLimit=160, padding=4, cornerRadius=3,
+                      fillColor="rgba(255, 255, 255, 0.75)", labelColor="#31333F",
+                      offset=6)
 
 
 def frame(series: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
@@ -76,38 +145,48 @@ def curves(
     order: Sequence[str] | None = None,
     y_format: str = ".3g",
     start: int = 1,
+    fit_from: int | None = None,
 ) -> alt.LayerChart:
     """Lines of ``data`` (from :func:`frame`) against iteration on a log axis.
 
     ``start`` > 1 zooms in: only iterations from ``start`` on are drawn, and the value
-    axis fits what is left.
+    axis fits what is left. ``fit_from`` fits the value axis to iterations from there
+    on but keeps the whole x range (the early part runs off the plot, clipped): late
+    changes of a few points of accuracy then fill the chart instead of a sliver.
 
-    The legend sits on the right: Streamlit 1.67 takes a bottom or top legend's
-    height out of the plot, which then shrinks to a sliver. The chart keeps
-    Vega-Lite's default plot height for the same reason.
+    The legend sits inside the plot, in the corner the lines leave emptiest
+    (:func:`legend_corner`). The chart keeps Vega-Lite's default plot height:
+    Streamlit 1.67 takes a bottom or top legend's height out of it.
     """
     order = list(order) if order is not None else list(dict.fromkeys(data["series"]))
     last = float(data["iteration"].max()) if len(data) else 10.0
     start = max(1, min(int(start), int(last) - 1))
     if start > 1:
         data = data[data["iteration"] >= start]
+    shown = data if fit_from is None else data[data["iteration"] >= fit_from]
+    corner = legend_corner(shown["iteration"], shown["value"], log_x=True, log_y=log_y)
     color = alt.Color("series:N", title=None, sort=order,
                       scale=alt.Scale(domain=order, range=PALETTE[: len(order)]),
-                      legend=alt.Legend(orient="right", labelLimit=160))
+                      legend=_legend(order, corner))
     hi = max(last, start + 1.0)
     x = alt.X("iteration:Q", title="iteration (log scale)",
               scale=alt.Scale(type="log", domain=[start, hi], nice=False),
               axis=log_axis(start, hi, "iteration (log scale)"))
-    y = alt.Y("value:Q", title=y_title,
-              scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False))
+    fit = data if fit_from is None else data[data["iteration"] >= fit_from]
+    y = _value_axis(fit["value"] if len(fit) else data["value"], y_title, log_y)
+    if fit_from is not None and len(fit) and not log_y:
+        lo, hi = float(fit["value"].min()), float(fit["value"].max())
+        pad = max((hi - lo) * 0.05, 1e-3)
+        y = y.scale(domain=[lo - pad, hi + pad], zero=False)
     tooltip = [alt.Tooltip("series:N", title="series"),
                alt.Tooltip("iteration:Q", title="step", format=","),
                alt.Tooltip("value:Q", title=y_title, format=y_format)]
     base = alt.Chart(data)
-    lines = base.mark_line(strokeWidth=2).encode(x=x, y=y, color=color)
+    clip = fit_from is not None
+    lines = base.mark_line(strokeWidth=2, clip=clip).encode(x=x, y=y, color=color)
     hover = alt.selection_point(fields=["iteration"], nearest=True, on="pointerover",
                                 empty=False, clear="pointerout")
-    points = base.mark_point(size=40, filled=True).encode(
+    points = base.mark_point(size=40, filled=True, clip=clip).encode(
         x=x, y=y, color=color, tooltip=tooltip,
         opacity=alt.condition(hover, alt.value(1.0), alt.value(0.0)),
     ).add_params(hover)
@@ -186,15 +265,14 @@ def lines(
                       scale=alt.Scale(domain=order, range=PALETTE[: len(order)])
                       if len(order) <= len(PALETTE) else alt.Scale(domain=order,
                                                                    scheme="tableau10"),
-                      legend=alt.Legend(orient="right", labelLimit=160) if len(order) > 1
-                      else None)
+                      legend=_legend(order, legend_corner(data["x"], data["value"],
+                                                          log_x=log_x, log_y=log_y)))
     x = alt.X("x:Q", title=x_title,
               scale=alt.Scale(type="log", nice=False) if log_x else alt.Scale(zero=False),
               axis=alt.Axis(values=list(x_ticks), format="~g") if x_ticks is not None
               else log_axis(float(data["x"].min()), float(data["x"].max()), x_title)
               if log_x and len(data) else alt.Axis())
-    y = alt.Y("value:Q", title=y_title,
-              scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False))
+    y = _value_axis(data["value"], y_title, log_y)
     tooltip = [alt.Tooltip("series:N", title="series"),
                alt.Tooltip("x:Q", title=x_title, format=",.4~g"),
                alt.Tooltip("value:Q", title=y_title, format=y_format)]

@@ -89,3 +89,44 @@ def test_log_axes_tick_at_one_two_five_and_label_decades():
     wide = charts.lines(pd.DataFrame({"x": [1.0, 784.0], "value": [1.0, 2.0], "series": "a"}),
                         x_title="direction", y_title="v", log_x=True)
     assert [t for t in _axis_labels(wide) if t] == ["1", "10", "100"]
+
+
+def test_log_value_axes_tick_at_one_two_five_below_one_too():
+    from core import charts
+
+    assert charts.log_ticks(0.0012, 0.47) == [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+    assert charts.log_ticks(0.05, 3) == [0.05, 0.1, 0.2, 0.5, 1, 2]
+    spec = charts.curves(charts.frame({"range": (np.arange(1, 101), np.geomspace(0.002, 0.4,
+                                                                                 100))}),
+                         y_title="range", log_y=True).to_dict()
+    y = spec["layer"][0]["encoding"]["y"]
+    assert y["axis"]["values"] == [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+    assert y["axis"]["format"] == "~g", "0.002 must not read 2m"
+
+
+def test_the_legend_sits_inside_the_plot_in_its_emptiest_corner():
+    from core import charts
+
+    its = np.arange(1, 1001)
+    falling = charts.frame({"train": (its, 1 / its), "validation": (its, 1.2 / its)})
+    rising = charts.frame({"train": (its, 1 - 1 / its), "validation": (its, 0.9 - 1 / its)})
+    corner = lambda chart: chart.to_dict()["layer"][0]["encoding"]["color"]["legend"]["orient"]
+    # a falling curve fills the top left and the bottom right; a rising one the reverse
+    assert corner(charts.curves(falling, y_title="loss")) in ("top-right", "bottom-left")
+    assert corner(charts.curves(rising, y_title="accuracy")) in ("bottom-right", "top-left")
+    assert charts.legend_corner(np.r_[0.1, 0.9, 0.1], np.r_[0.9, 0.9, 0.1]) == "bottom-right"
+    single = charts.curves(charts.frame({"only": (its, 1 / its)}), y_title="v").to_dict()
+    assert single["layer"][0]["encoding"]["color"].get("legend", "none") is None
+
+
+def test_accuracy_axis_can_fit_the_late_steps():
+    from core import charts
+
+    its = np.arange(1, 3001)
+    acc = charts.frame({"validation": (its, np.minimum(0.8, 0.1 + its / 100))})
+    spec = charts.curves(acc, y_title="accuracy", fit_from=100).to_dict()
+    lo, hi = spec["layer"][0]["encoding"]["y"]["scale"]["domain"]
+    assert 0.78 < lo < 0.8 <= hi < 0.82, (lo, hi)  # 0.1 at step 1 is off the plot
+    assert spec["layer"][0]["mark"]["clip"] is True
+    full = charts.curves(acc, y_title="accuracy").to_dict()
+    assert "domain" not in full["layer"][0]["encoding"]["y"]["scale"]

@@ -14,8 +14,8 @@ import streamlit as st
 
 from core import render
 
-#: Narrowest a chart gets beside another (st.grid cell): below it, charts stack, so the
-#: plot keeps room next to its right-hand legend on a narrow window.
+#: Narrowest a chart gets beside another (st.grid cell): below it, charts stack, so a
+#: plot keeps room for its axes and its legend (drawn inside it) on a narrow window.
 CHART_MIN_WIDTH = 440
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")

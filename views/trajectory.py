@@ -91,10 +91,14 @@ shape = charts.frame({
     "roughness": (snaps, traj["roughness_mean"]),
 })
 pull = charts.frame({"top 10 % gradient share": (snaps, traj["concentration"])})
+# The accuracy axis fits the last two decades of steps: the late changes of a point or
+# two (validation accuracy turning down) would be a flat line on a 0-1 axis.
+acc_from = max(1, run.iterations_done // 100)
 crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
 draw.chart_grid((
     (charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"), "loss"),
-    (charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel, title="Accuracy"),
+    (charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel,
+                   title=f"Accuracy (axis fit to steps from {acc_from:,})", fit_from=acc_from),
      "accuracy"),
     (charts.curves(shape, y_title="value (unitless)", selected=sel,
                    title="Shape of the weight images"), "weight-image-shape"),
