@@ -1055,6 +1055,90 @@ def test_upload_notices_name_members_and_classes_escaped():
     assert not any(link in n for n in notices), notices
 
 
+# --------------------------------------------------------------------------- memory per run
+
+#: WEIGHTSCOPE_CACHE_MB=1: 0.25 MB per run, over which SMALL (300 digits, 60 steps: about
+#: 0.6 MB of records) lies and TINY (app_test's first run) does not.
+TINY_BUDGET = "1"
+LIMIT = "over this server's limit of 0.25 MB per run"
+
+
+def trainings() -> int:
+    """Trainings the process's run store has started (AppTest runs the app in-process)."""
+    from ui.resources import run_store
+
+    return run_store().trainings
+
+
+def open_refused(path: str, **params) -> tuple[AppTest, int]:
+    """Page ``path`` opened by a link with ``params``; the trainings started before it."""
+    at = app_test(path)
+    before = trainings()
+    for k, v in params.items():
+        at.query_params[k] = str(v)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at, before
+
+
+def suggested(message: str, label: str) -> int:
+    found = re.search(re.escape(label) + r" to ([0-9,]+)", message)
+    assert found, f"no {label!r} to a number in: {message}"
+    return int(found.group(1).replace(",", ""))
+
+
+def test_a_link_over_the_memory_bound_is_refused_and_trains_nothing(monkeypatch):
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_MB", TINY_BUDGET)
+    at, before = open_refused("views/trajectory.py", **SMALL)
+    message = " ".join(e.value for e in at.main.error)
+    assert "These settings cannot be trained" in message and LIMIT in message
+    assert any(LIMIT in e.value for e in at.sidebar.error), "the control says so too"
+    assert trainings() == before, "a run over the bound was trained"
+    assert len(at.get("image")) == 0
+    assert url(at)["T"] == "60"  # the link stays as it came, refused, not changed
+    # The advice is right: the steps it names fit and train.
+    steps = suggested(message, "Gradient steps")
+    at.sidebar.number_input(key="ws_w_iterations").set_value(steps).run()
+    assert_clean(at)
+    assert trainings() == before + 1 and url(at)["T"] == str(steps)
+    assert len(at.get("image")) >= 5
+
+
+def test_steps_typed_over_the_memory_bound_are_refused_next_to_the_control(monkeypatch):
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_MB", TINY_BUDGET)
+    at = open_page(HOME, ds="digits", n=100, T=10)
+    assert_clean(at)
+    before = trainings()
+    at.sidebar.number_input(key="ws_w_iterations").set_value(100).run()
+    assert not at.exception
+    [message] = [e.value for e in at.sidebar.error]
+    assert LIMIT in message and "Keeping 10 steps." in message
+    assert trainings() == before and url(at)["T"] == "10"  # the last good run stays
+    assert not at.main.error and len(at.get("image")) >= 1
+
+
+def test_the_overfitting_page_refuses_its_runs_over_the_memory_bound_before_any_trains(
+        monkeypatch):
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_MB", TINY_BUDGET)
+    at, before = open_refused("views/overfitting.py", **SMALL)
+    message = " ".join(e.value for e in at.main.error)
+    assert LIMIT in message and "Gradient steps to" in message
+    assert trainings() == before
+    assert not any("to train" in c.value for c in at.caption), "it announced runs to train"
+
+
+def test_lbfgs_over_the_memory_bound_counts_its_iterates_and_trains_nothing(monkeypatch):
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_MB", TINY_BUDGET)
+    at, before = open_refused("views/trajectory.py", ds="digits", n=100, T=60, opt="lbfgs")
+    message = " ".join(e.value for e in at.main.error)
+    assert LIMIT in message and "iterates L-BFGS holds while it trains" in message
+    iterations = suggested(message, "Iterations (at most)")
+    assert trainings() == before
+    at.sidebar.number_input(key="ws_w_iterations").set_value(iterations).run()
+    assert_clean(at)
+    assert trainings() == before + 1
+
+
 @pytest.mark.parametrize("l2", ["1e39", "1e300"])
 def test_a_penalty_too_large_for_the_arithmetic_is_named_as_the_cause_not_the_step(l2):
     """L2 = 1e39 overflows float32 (largest 3.4e38): the run stops at once, and the message

@@ -15,10 +15,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from core import kernels
-from core.config import TrainConfig, validation_size
+from core.config import TrainConfig
 from core.data import Dataset, load_digits_dataset
 from core.metrics import first_step_closed_form
 from core.objective import make_pass, objective_and_gradient, smoothness
+from core.run import footprint
 from core.runs import run_key
 from core.trainer import TrainingCancelled, snapshot_schedule, train
 
@@ -546,14 +547,11 @@ def test_memory_estimate_is_the_records_of_the_trained_run(request, model, optim
     """The estimate made before training is exactly ``Run.nbytes`` of a run that reaches
     T (tolerance: none, 0 bytes), and an upper bound of one that stops early (L-BFGS at
     its tolerance); L-BFGS also holds every iterate, float64, while it trains."""
-    from core.run import footprint
-
     ds = request.getfixturevalue(shape)
     cfg = TrainConfig(model=model, optimizer=optimizer, dtype=dtype, iterations=T,
                       n_train=100 if shape == "few" else 120, n_val=50, l2=0.01)
     d = int(np.prod(ds.image_shape))
-    before = footprint(cfg, ds.n_classes, d, validation_size(ds, cfg.n_val))
-    assert before == cfg.footprint(ds)
+    before = footprint(cfg, ds)
     run = train(ds, cfg)
     if run.iterations_done == T:
         assert before.run == run.nbytes
@@ -566,19 +564,23 @@ def test_memory_estimate_is_the_records_of_the_trained_run(request, model, optim
     assert before.total == before.run + before.iterates
 
 
-def test_memory_estimate_grows_with_every_size_it_depends_on():
-    from core.run import footprint
+def shaped(n_classes: int, side: int, n_images: int) -> Dataset:
+    """A data set of the given shape (zero images: only its shape counts here)."""
+    y = np.arange(n_images) % n_classes
+    return make_dataset(np.zeros((n_images, side, side)), y, n_classes=n_classes)
 
+
+def test_memory_estimate_grows_with_every_size_it_depends_on():
     cfg = TrainConfig(n_train=1000, iterations=50)
-    base = footprint(cfg, 10, 784, 1000).run
-    assert footprint(cfg.replace(iterations=80), 10, 784, 1000).run > base
-    assert footprint(cfg.replace(n_train=2000), 10, 784, 1000).run > base
-    assert footprint(cfg.replace(dtype="float64"), 10, 784, 1000).run > base
-    assert footprint(cfg, 100, 784, 1000).run > base
-    assert footprint(cfg, 10, 4096, 1000).run > base
-    assert footprint(cfg, 10, 784, 2000).run > base
-    # the issue's run: 100 classes of 64 x 64, 100 steps on 200 images, 158 MB measured
-    big = footprint(TrainConfig(n_train=200, iterations=100), 100, 4096, 0)
+    base = footprint(cfg, shaped(10, 28, 6000)).run
+    assert footprint(cfg.replace(iterations=80), shaped(10, 28, 6000)).run > base
+    assert footprint(cfg.replace(n_train=2000), shaped(10, 28, 6000)).run > base
+    assert footprint(cfg.replace(dtype="float64"), shaped(10, 28, 6000)).run > base
+    assert footprint(cfg, shaped(100, 28, 6000)).run > base
+    assert footprint(cfg, shaped(10, 64, 6000)).run > base
+    assert footprint(cfg, shaped(10, 28, 12000)).run > base  # a larger validation hold-out
+    # the issue's run: 100 classes of 64 x 64, 100 steps on 200 images: 158 MB measured
+    big = footprint(TrainConfig(n_train=200, iterations=100, n_val=0), shaped(100, 64, 300))
     assert 158 << 20 <= big.run < 160 << 20
 
 
@@ -591,26 +593,26 @@ def _suggested(message: str, label: str) -> int:
 def test_a_config_over_the_memory_bound_says_how_many_steps_fit(many):
     bound = 4 << 20
     cfg = TrainConfig(n_train=200, iterations=100, n_val=50)  # 101 snapshots of 40 x 576
-    assert cfg.footprint(many).total > bound
+    assert footprint(cfg, many).total > bound
     assert cfg.problems(many) == {}  # no bound given, none applied (scripts, the benchmark)
     problem = cfg.problems(many, max_bytes=bound)["iterations"]
     assert "4 MB" in problem and "MB" in problem.split("4 MB")[0]
     steps = _suggested(problem, "Gradient steps")
     assert 1 <= steps < 100
     assert cfg.replace(iterations=steps).problems(many, max_bytes=bound) == {}
-    assert cfg.replace(iterations=steps + 1).footprint(many).total > bound  # the largest
+    assert footprint(cfg.replace(iterations=steps + 1), many).total > bound  # the largest
     # the weights alone are over: no number of images would do, so none is suggested
     assert "Training images" not in problem
 
 
 def test_a_config_over_the_memory_bound_by_its_images_says_how_many_fit(digits):
     cfg = TrainConfig(n_train=1000, iterations=100, n_val=300)
-    bound = cfg.footprint(digits).total * 2 // 3
+    bound = footprint(cfg, digits).total * 2 // 3
     problem = cfg.problems(digits, max_bytes=bound)["iterations"]
     images = _suggested(problem, "Training images")
     assert 10 <= images < 1000
     assert cfg.replace(n_train=images).problems(digits, max_bytes=bound) == {}
-    assert cfg.replace(n_train=images + 1).footprint(digits).total > bound
+    assert footprint(cfg.replace(n_train=images + 1), digits).total > bound
     assert cfg.replace(iterations=_suggested(problem, "Gradient steps")).problems(
         digits, max_bytes=bound) == {}
 
@@ -618,7 +620,7 @@ def test_a_config_over_the_memory_bound_by_its_images_says_how_many_fit(digits):
 def test_lbfgs_is_bounded_by_the_iterates_it_holds_while_it_trains(many):
     cfg = TrainConfig(n_train=200, iterations=1000, n_val=50, optimizer="lbfgs",
                       dtype="float64")
-    fp = cfg.footprint(many)
+    fp = footprint(cfg, many)
     bound = 64 << 20
     assert fp.run < bound < fp.total  # the finished run would fit; its iterates do not
     problem = cfg.problems(many, max_bytes=bound)["iterations"]
@@ -639,7 +641,7 @@ def test_memory_estimate_bounds_a_run_that_stops_early(few):
                       n_val=50, l2=1.0)  # strongly penalised: converges in a few iterations
     run = train(few, cfg)
     assert run.iterations_done < 150
-    assert run.nbytes < cfg.footprint(few).run
+    assert run.nbytes < footprint(cfg, few).run
 
 
 def test_a_divergence_within_the_stability_limit_blames_the_arithmetic_not_the_step():
