@@ -795,3 +795,36 @@ def test_plain_idx_files_upload_through_the_browsers_file_chooser(live_server, b
             assert not texts(page, "[data-testid='stException']"), live_server.log_tail()
         finally:
             context.close()
+
+
+# --------------------------------------------------------------------------- memory per run
+
+
+@pytest.mark.browser
+def test_a_link_over_the_memory_bound_is_refused_and_trains_nothing(
+        browser, fashion_dir, tmp_path, monkeypatch):
+    """WEIGHTSCOPE_CACHE_MB=1 allows a run 0.25 MB (a quarter of the run cache). A deep
+    link to 300 digits x 60 steps (0.61 MB of records) shows the refusal with the steps
+    that fit, and the server never queues nor starts its training."""
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_MB", "1")
+    link = {"ds": "digits", "n": "300", "T": "60"}
+    with Server(tmp_path) as server:
+        ctx = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+        try:
+            pg = ctx.new_page()
+            pg.set_default_timeout(120_000)
+            pg.goto(f"{server.url}/Trajectory?{urlencode(link)}", wait_until="domcontentloaded")
+            wait_idle(pg)
+            assert not texts(pg, "[data-testid='stException']"), server.log_tail()
+            errors = texts(pg, "[data-testid='stMain'] [data-testid='stAlertContentError']")
+            print(f"\nrefusal: {errors}")
+            assert any("These settings cannot be trained" in e
+                       and "over this server's limit of 0.25 MB per run" in e
+                       and "Lower Gradient steps to 21." in e for e in errors), errors
+            assert pg.locator("[data-testid='stMain'] [data-testid='stImage']").count() == 0
+            assert url_params(pg.url)["T"] == "60"  # refused as linked, not changed
+            log = server.log_tail(1 << 20)
+            assert started_for(server, n_train="300", iterations="60") == [], log
+            assert "queued: TrainConfig(model='softmax', n_train=300, iterations=60" not in log
+        finally:
+            ctx.close()
