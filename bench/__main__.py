@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from core import kernels  # noqa: E402
 from core.data import load_dataset, stratified_split  # noqa: E402
 from core.settings import PRESETS  # noqa: E402
-from core.config import VALIDATION_SEED, TrainConfig  # noqa: E402
+from core.config import BY_NAME as SETTINGS_BY_NAME  # noqa: E402
+from core.config import VALIDATION_SEED, TrainConfig, n_train_range  # noqa: E402
 from core.trainer import train  # noqa: E402
 
 K, D = 10, 784
@@ -197,6 +198,46 @@ def peak_memory(n: int, steps: int) -> dict:
     imports, loaded, peak, run_bytes = (int(v) for v in out.stdout.split()[-4:])
     return {"n": n, "steps": steps, "peak_rss_mb": peak / 1024, "after_imports_mb": imports / 1024,
             "after_load_rss_mb": loaded / 1024, "run_record_mb": run_bytes / 2**20}
+
+
+def memory_budget(ds) -> dict:
+    """The largest runs the default memory budget admits, from the estimate made before
+    training (:func:`core.run.footprint`, exact for a run that reaches its last iteration).
+
+    The bound per run is the default WEIGHTSCOPE_CACHE_MB shared by the runs of the
+    largest page (:func:`ui.resources.run_memory_bound`). Rows: gradient descent and
+    L-BFGS on all of ``ds``'s training images, then on the largest upload the app takes
+    per image (100 classes of 64 x 64 pixels, 200 images: the issue's case).
+    """
+    from core import env
+    from core.data import Dataset
+    from core.run import footprint
+    from ui.resources import RUNS_PER_PAGE
+
+    bound = (env.CACHE_MB.default << 20) // RUNS_PER_PAGE
+    steps_max = int(SETTINGS_BY_NAME["iterations"].high)
+    blank = np.zeros((250, 64, 64), dtype=np.uint8)
+    upload = Dataset(name="upload", x_train=blank, y_train=np.arange(250) % 100,
+                     x_test=blank[:1], y_test=np.zeros(1, dtype=np.int64),
+                     class_names=tuple(f"c{k}" for k in range(100)), source="shape only",
+                     fingerprint="0" * 12, is_fallback=False)
+    rows = []
+    for data, label, n in ((ds, ds.name, n_train_range(ds)[1]), (upload, "100 x 64 x 64", 200)):
+        for optimizer, dtype in (("gd", "float32"), ("lbfgs", "float64")):
+            cfg = TrainConfig(n_train=n, iterations=steps_max, optimizer=optimizer, dtype=dtype)
+            T = cfg.largest_fitting(data, bound)["iterations"]
+            most = cfg.replace(iterations=T) if T else None
+            # Up to 100 steps every step is a snapshot: 100 steps may hold more than T.
+            worst = max((cfg.replace(iterations=t) for t in {min(T, 100), T}),
+                        key=lambda c: footprint(c, data).total) if T else None
+            rows.append({
+                "data": label, "optimizer": optimizer, "n": n, "largest_T": T,
+                "snapshots": footprint(most, data).snapshots if most else None,
+                "largest_mb": footprint(worst, data).total / 2**20 if worst else None,
+                "work_cap_T": min(steps_max, env.MAX_WORK.default // n),
+            })
+    return {"bound_mb": bound / 2**20, "budget_mb": env.CACHE_MB.default,
+            "runs_per_page": RUNS_PER_PAGE, "steps_max": steps_max, "rows": rows}
 
 
 def lbfgs_sweep(ds, n: int, T: int) -> dict:
@@ -378,6 +419,8 @@ def markdown(result: dict) -> str:
                   f"{mem['peak_rss_mb']:.0f} MB resident ({mem['after_imports_mb']:.0f} MB after "
                   f"imports, {mem['after_load_rss_mb']:.0f} MB after loading the data; the run's "
                   f"records {mem['run_record_mb']:.1f} MB)."]
+    if result.get("budget"):
+        lines += ["", budget_lines(result["budget"])]
     if result.get("pages"):
         lines += ["", "First render: the page drawn, background analyses still running; "
                       "complete: their results drawn too.", "",
@@ -390,12 +433,33 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def budget_lines(budget: dict) -> str:
+    """The largest runs the default memory budget admits, as a Markdown table."""
+    lines = [
+        f"Largest runs the default memory budget admits: {budget['bound_mb']:.0f} MB per run "
+        f"(WEIGHTSCOPE_CACHE_MB = {budget['budget_mb']:,} shared by the "
+        f"{budget['runs_per_page']} runs of the Overfitting page), from the estimate made "
+        f"before training (steps can be set up to {budget['steps_max']:,}; the work cap "
+        "allows the steps in the last column). Largest run: the most memory any admitted "
+        "step count takes (up to 100 steps every step is a snapshot).", "",
+        "| data | optimizer | images | most steps admitted | snapshots | largest run MB "
+        "| steps under the work cap |",
+        "|---|---|---|---|---|---|---|"]
+    for r in budget["rows"]:
+        def num(v):
+            return "none" if v is None else f"{v:,}"
+        mb = "none" if r["largest_mb"] is None else f"{r['largest_mb']:.0f}"
+        lines.append(f"| {r['data']} | {r['optimizer']} | {r['n']:,} | {num(r['largest_T'])} "
+                     f"| {num(r['snapshots'])} | {mb} | {r['work_cap_T']:,} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", choices=("memory", "sweep", "claims"), default=None,
+    ap.add_argument("--only", choices=("memory", "sweep", "claims", "budget"), default=None,
                     help="measure one part only and print it")
     args = ap.parse_args(argv)
     reps = args.reps or (2 if args.quick else 5)
@@ -403,6 +467,11 @@ def main(argv=None) -> int:
         print(json.dumps(peak_memory(*((2000, 100) if args.quick else (50_000, 1000)))))
         return 0
     ds = load_dataset("fashion-mnist")
+    if args.only == "budget":
+        result = {"budget": memory_budget(ds)}
+        print(json.dumps(result["budget"]))
+        print(budget_lines(result["budget"]))
+        return 0
     if args.only == "claims":
         print(json.dumps(claims_times(ds, *((300, 1000) if args.quick else (1000, 30_000)))))
         return 0
@@ -436,6 +505,8 @@ def main(argv=None) -> int:
     if not ds.is_fallback:
         result["claims"] = claims_times(ds, *((300, 1000) if args.quick else (1000, 30_000)))
         print("claims:", result["claims"], flush=True)
+    result["budget"] = memory_budget(ds)
+    print("budget:", result["budget"], flush=True)
     result["memory"] = peak_memory(*((2000, 100) if args.quick or ds.is_fallback else (50_000, 1000)))
     print("memory:", result["memory"], flush=True)
     if args.quick:

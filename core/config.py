@@ -238,8 +238,8 @@ class TrainConfig:
 
     def memory_problem(self, ds: Dataset, max_bytes: int) -> str | None:
         """What to lower, and to what, when this config's run on ``ds`` would hold more
-        than ``max_bytes`` (:func:`core.run.footprint`, L-BFGS's iterates included); None if it
-        fits. The config must be otherwise valid."""
+        than ``max_bytes`` (:func:`core.run.footprint`, L-BFGS's iterates included); None
+        if it fits. The config must be otherwise valid."""
         from core.run import footprint  # core.run imports this module
 
         need = footprint(self, ds)
@@ -247,17 +247,9 @@ class TrainConfig:
             return None
         lbfgs = self.optimizer == "lbfgs"
         steps = "Iterations (at most)" if lbfgs else BY_NAME["iterations"].label
-
-        def fits(**change) -> bool:
-            return footprint(self.replace(**change), ds).total <= max_bytes
-
         T, n = int(self.iterations), int(self.n_train)
-        # Up to 100 iterations every one is a snapshot, so 100 holds more than a few
-        # hundred: look above 100 first, then below.
-        best_T = _largest(lambda t: fits(iterations=t), 101, T - 1) if T > 101 else None
-        if best_T is None:
-            best_T = _largest(lambda t: fits(iterations=t), 1, min(T - 1, 100))
-        best_n = _largest(lambda k: fits(n_train=k), n_train_range(ds, self.n_val)[0], n - 1)
+        best = self.largest_fitting(ds, max_bytes)
+        best_T, best_n = best["iterations"], best["n_train"]
         shape = " x ".join(str(v) for v in ds.image_shape)
         m = validation_size(ds, self.n_val)
         what = (f"{need.snapshots:,} snapshots of the weights ({ds.n_classes} classes of "
@@ -273,6 +265,24 @@ class TrainConfig:
                   "WEIGHTSCOPE_CACHE_MB).")
         return (f"This run would hold about {_mb(need.total)} in memory, over this server's "
                 f"limit of {_mb(max_bytes)} per run: {what}. {advice}")
+
+    def largest_fitting(self, ds: Dataset, max_bytes: int) -> dict[str, int | None]:
+        """The most iterations (with these images) and the most training images (with
+        these iterations), each at most this config's, whose run on ``ds`` holds at most
+        ``max_bytes``; None where not even one iteration, or one image per class, does."""
+        from core.run import footprint  # core.run imports this module
+
+        def fits(**change) -> bool:
+            return footprint(self.replace(**change), ds).total <= max_bytes
+
+        T, n = int(self.iterations), int(self.n_train)
+        # Up to 100 iterations every one is a snapshot, so 100 holds more than a few
+        # hundred do: look above 100 first, then below.
+        best_T = _largest(lambda t: fits(iterations=t), 101, T) if T > 100 else None
+        if best_T is None:
+            best_T = _largest(lambda t: fits(iterations=t), 1, min(T, 100))
+        best_n = _largest(lambda k: fits(n_train=k), n_train_range(ds, self.n_val)[0], n)
+        return {"iterations": best_T, "n_train": best_n}
 
     def replace(self, **changes) -> "TrainConfig":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
