@@ -70,6 +70,9 @@ def _value_axis(values, title: str, log_y: bool) -> alt.Y:
     return alt.Y("value:Q", title=title, scale=alt.Scale(type="log"), axis=axis)
 
 
+#: Name of the click selection of a pickable chart (see :func:`curves`).
+PICK = "pick"
+
 #: The legend's corners, in the order tried when two are equally empty.
 CORNERS = ("top-right", "bottom-right", "top-left", "bottom-left")
 
@@ -146,6 +149,7 @@ def curves(
     y_format: str = ".3g",
     start: int = 1,
     fit_from: int | None = None,
+    pickable: bool = False,
 ) -> alt.LayerChart:
     """Lines of ``data`` (from :func:`frame`) against iteration on a log axis.
 
@@ -153,6 +157,8 @@ def curves(
     axis fits what is left. ``fit_from`` fits the value axis to iterations from there
     on but keeps the whole x range (the early part runs off the plot, clipped): late
     changes of a few points of accuracy then fill the chart instead of a sliver.
+    ``pickable`` adds a click selection named "pick" on the iteration nearest the
+    pointer (a page reads it with ``st.altair_chart(on_select=...)`` to select that step).
 
     The legend sits inside the plot, in the corner the lines leave emptiest
     (:func:`legend_corner`). The chart keeps Vega-Lite's default plot height:
@@ -190,6 +196,9 @@ def curves(
         x=x, y=y, color=color, tooltip=tooltip,
         opacity=alt.condition(hover, alt.value(1.0), alt.value(0.0)),
     ).add_params(hover)
+    if pickable:
+        points = points.add_params(alt.selection_point(
+            name=PICK, fields=["iteration"], nearest=True, on="click", empty=False))
     layers = [lines, points]
     if selected is not None and selected >= start:
         rule = alt.Chart(pd.DataFrame({"iteration": [selected]})).mark_rule(

@@ -832,3 +832,24 @@ def test_no_page_cuts_text_or_breaks_a_word_at_900_or_1920_px(server: Server, br
         assert not found, found
     finally:
         pg.context.close()
+
+
+def test_a_click_on_a_chart_selects_that_step(server: Server, page):
+    """A click on the Loss chart of Trajectory picks the stored step nearest to it: the
+    slider, the weight images' heading and the address bar all move there."""
+    open_deep_link(page, server, "/Trajectory", SETTINGS)
+    before = step_view(page)
+    chart = page.locator("[data-testid='stVegaLiteChart']").first
+    chart.scroll_into_view_if_needed()
+    box = chart.bounding_box()
+    # A third of the way along a log axis from step 1 to 300: about step 7, far from 300.
+    act(page, lambda: page.mouse.click(box["x"] + box["width"] * 0.45,
+                                       box["y"] + box["height"] * 0.5))
+    wait_idle(page)
+    after = step_view(page)
+    assert after["slider"] != before["slider"], (before, after)
+    assert after["slider"] == after["heading"], after
+    picked = int(after["slider"].replace(",", ""))
+    assert 2 <= picked <= 60, f"the click picked step {picked}, not one near the click"
+    assert url_params(page.url)["t"] == str(picked)
+    assert_no_errors(page, server)

@@ -116,23 +116,43 @@ def download(label: str, data, file_name: str, mime: str) -> None:
                        key=f"dl/{file_name}/{label}", icon=":material/download:")
 
 
-def chart_grid(items: Sequence[tuple[object, str]]) -> None:
+def chart_grid(items: Sequence[tuple[object, str]], *, pickable: bool = False) -> int | None:
     """Charts (chart, file stem) two to a row where each gets ``CHART_MIN_WIDTH`` pixels,
-    one to a row on a narrower window, each with its downloads."""
+    one to a row on a narrower window, each with its downloads. With ``pickable``, the
+    iteration a viewer just clicked on any of them (see :func:`chart`), else None."""
     grid = st.grid(2, min_column_width=CHART_MIN_WIDTH)
+    picked = None
     for ch, file_stem in items:
         with grid.cell():
-            chart(ch, file_stem)
+            got = chart(ch, file_stem, pickable=pickable)
+            picked = got if got is not None else picked
+    return picked
 
 
-def chart(ch, file_stem: str) -> None:
-    """An Altair chart across its column, with PNG and SVG downloads made on click."""
+def chart(ch, file_stem: str, *, pickable: bool = False) -> int | None:
+    """An Altair chart across its column, with PNG and SVG downloads made on click.
+
+    With ``pickable`` (a chart made with ``charts.curves(pickable=True)``), a click on
+    the chart reruns the page and this returns the iteration clicked, once: the chart
+    keeps its selection, and a later run must not take it for a new click.
+    """
     from core import charts
-    st.altair_chart(ch, width="stretch")
+    picked = None
+    if pickable:
+        key = f"ws_pick/{file_stem}"
+        event = st.altair_chart(ch, width="stretch", on_select="rerun",
+                                selection_mode=charts.PICK, key=key)
+        points = (event.selection.get(charts.PICK) or []) if event else []
+        value = points[0].get("iteration") if points else None
+        if value is not None and st.session_state.get(key + "/seen") != value:
+            picked = int(value)
+        st.session_state[key + "/seen"] = value
+    else:
+        st.altair_chart(ch, width="stretch")
     formats = charts.export_formats()
     if not formats:
         st.caption("Chart downloads need vl-convert-python (pip install vl-convert-python).")
-        return
+        return picked
     makers = {"PNG": (lambda: charts.to_png(ch), "image/png"),
               "SVG": (lambda: charts.to_svg(ch), "image/svg+xml")}
     # A row of buttons at their natural width (equal columns cut "PNG" to "P…" when narrow).
@@ -140,6 +160,7 @@ def chart(ch, file_stem: str) -> None:
         for fmt in formats:
             make, mime = makers[fmt]
             download(fmt, make, f"{file_stem}.{fmt.lower()}", mime)
+    return picked
 
 
 def thumbnails(images: np.ndarray, labels: Sequence[str] | None = None, *,

@@ -10,7 +10,7 @@ the URL or the sidebar itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import numpy as np
 import streamlit as st
@@ -136,7 +136,10 @@ class Frame:
         options = list(options)
         key = f"ws_v/{self.spec.name}/{name}"
         ss = st.session_state
-        if self.from_browser:
+        picked = ss.pop(f"ws_pick/{self.spec.name}/{name}", None)  # see select()
+        if picked is not None:
+            value = picked
+        elif self.from_browser:
             value = self._from_link(name, default, options, cast)
         else:
             value = ss.get(key, None)
@@ -153,6 +156,13 @@ class Frame:
         else:
             self.view[name] = text
         return chosen
+
+    def select(self, name: str, value) -> NoReturn:
+        """Make ``value`` the choice of view control ``name`` (a click on a chart, say) and
+        rerun: the control was drawn already this run, and a widget's state cannot change
+        after it is drawn, so the next run's :meth:`choice` takes it (the nearest option)."""
+        st.session_state[f"ws_pick/{self.spec.name}/{name}"] = value
+        st.rerun()
 
     def _from_link(self, name: str, default, options: list, cast):
         raw = self.url_params.get(name)

@@ -45,7 +45,8 @@ t = page.choice(
     f"{'Iteration' if run.config.optimizer == 'lbfgs' else 'Gradient step'} "
     "(stored snapshots, log-spaced)", "t", its[-1], its,
     format_func=lambda v: f"{v:,}",
-    help="Every panel below shows this step. Snapshots are spaced evenly in log(step).")
+    help="Every panel below shows this step; a click on a chart picks the step nearest to "
+         "it. Snapshots are spaced evenly in log(step).")
 slot = run.slot(t)
 
 scale = draw.pick_scale(ds.image_shape)
@@ -95,18 +96,22 @@ pull = charts.frame({"top 10 % gradient share": (snaps, traj["concentration"])})
 # two (validation accuracy turning down) would be a flat line on a 0-1 axis.
 acc_from = max(1, run.iterations_done // 100)
 crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
-draw.chart_grid((
-    (charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss"), "loss"),
+picked = draw.chart_grid((
+    (charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss",
+                   pickable=True), "loss"),
     (charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel,
-                   title=f"Accuracy (axis fit to steps from {acc_from:,})", fit_from=acc_from),
+                   title=f"Accuracy (axis fit to steps from {acc_from:,})", fit_from=acc_from,
+                   pickable=True),
      "accuracy"),
     (charts.curves(shape, y_title="value (unitless)", selected=sel,
-                   title="Shape of the weight images"), "weight-image-shape"),
+                   title="Shape of the weight images", pickable=True), "weight-image-shape"),
     (charts.curves(pull, y_title="share of the summed gradient norm", selected=sel,
-                   title="Who pulls on the weights"), "gradient-concentration"),
+                   title="Who pulls on the weights", pickable=True), "gradient-concentration"),
     (charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
-                   title="Coefficient range", log_y=True), "coefficient-range"),
-))
+                   title="Coefficient range", log_y=True, pickable=True), "coefficient-range"),
+), pickable=True)
+if picked is not None and picked != t:
+    page.select("t", picked)  # a click on a chart picks the step nearest to it
 draw.download("History CSV", lambda: report.history_table(run, traj).to_csv(index=False),
               "history.csv", "text/csv")
 st.caption(
