@@ -558,10 +558,10 @@ def test_memory_estimate_is_the_records_of_the_trained_run(request, model, optim
         assert before.snapshots == len(run.snapshot_iterations)
     else:
         assert optimizer == "lbfgs" and not run.diverged
-        assert run.nbytes < before.run
+        assert run.nbytes <= before.run + before.early
     iterate = (ds.n_classes * d + ds.n_classes) * 8
     assert before.iterates == ((T + 1) * iterate if optimizer == "lbfgs" else 0)
-    assert before.total == before.run + before.iterates
+    assert before.total == before.run + before.early + before.iterates
 
 
 def shaped(n_classes: int, side: int, n_images: int) -> Dataset:
@@ -642,6 +642,15 @@ def test_memory_estimate_bounds_a_run_that_stops_early(few):
     run = train(few, cfg)
     assert run.iterations_done < 150
     assert run.nbytes < footprint(cfg, few).run
+    # Wherever it stops, the run's arrays (the layout the disk cache checks real runs
+    # against) fit the bound: stopped at or before 100, L-BFGS keeps every iterate.
+    from core.run import run_layout
+
+    need = footprint(cfg, few)
+    sizes = [sum(dt.itemsize * int(np.prod(shape)) for dt, shape in run_layout(few, cfg, t)
+                 .values() if shape) for t in range(1, 151)]
+    assert max(sizes) <= need.run + need.early < need.total
+    assert max(sizes) > need.run, "the bound must count the early stop, or this test is moot"
 
 
 def test_a_divergence_within_the_stability_limit_blames_the_arithmetic_not_the_step():
