@@ -848,9 +848,6 @@ def test_no_setting_in_a_link_is_rendered_as_markdown_or_html(key):
 # --------------------------------------------------------------------------- uploads through the uploader
 
 
-# --------------------------------------------------------------------------- uploads through the uploader
-
-
 def idx_file(array) -> bytes:
     """``array`` (uint8) as a plain IDX file."""
     import struct
