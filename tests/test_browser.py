@@ -784,8 +784,9 @@ def test_a_crafted_link_draws_no_link_image_or_heading_and_fetches_nothing_elsew
 
 
 
-#: Words a page breaks across two lines, and text its box cuts (an ellipsis or hidden
-#: overflow), measured in the page; code blocks wrap on purpose, charts draw their own.
+#: Words a page breaks across two lines (except after a hyphen, dash or slash), and text
+#: its box cuts (an ellipsis or hidden overflow), measured in the page; code blocks wrap on
+#: purpose, charts draw their own.
 BROKEN_TEXT_JS = """
     () => {
       const out = [];
@@ -796,7 +797,9 @@ BROKEN_TEXT_JS = """
         if (!el || !el.offsetParent) continue;
         if (el.closest("svg, canvas, code, pre, [data-testid='stCode'], .vega-embed, [data-testid='stTooltipContent']")) continue;
         const text = node.textContent;
-        const re = /\S+/g; let m;
+        // Word pieces up to a break the browser may take: after a hyphen, dash or slash
+        // ("1-10" may wrap as "1-" and "10"; "vali" and "dation" may not).
+        const re = /[^\s\-\u2010-\u2014\/]+[\-\u2010-\u2014\/]?/g; let m;
         while ((m = re.exec(text))) {
           const r = document.createRange();
           r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
