@@ -159,6 +159,21 @@ def max_work() -> int:
     return env.MAX_WORK.value()
 
 
+def work_problem(iterations: int, n_train: int, cap: int | None = None) -> str | None:
+    """What to lower, and to what, when ``iterations`` x ``n_train`` is over the work cap
+    ``cap`` (default :func:`max_work`); None when the run is within it."""
+    cap = max_work() if cap is None else cap
+    if iterations * n_train <= cap:
+        return None
+    lower = [f"Gradient steps to {cap // n_train:,}" if cap >= n_train else "",
+             f"Training images to {cap // iterations:,}" if cap >= iterations else ""]
+    lower = [x for x in lower if x]
+    advice = f" Lower {' or '.join(lower)}." if lower else ""
+    return (f"{iterations:,} step{'s' * (iterations != 1)} x {n_train:,} images is over this "
+            f"server's cap of {cap:,} image-steps per run (set WEIGHTSCOPE_MAX_WORK to change "
+            f"it).{advice}")
+
+
 def operator_folders() -> dict[str, str]:
     """Data folders the server's operator names in WEIGHTSCOPE_FOLDERS ("name=/path;...").
 

@@ -23,6 +23,7 @@ EXPECTED = {
     "views/hardest_examples.py": (3, 1),
     "views/spectrum.py": (6, 6),
     "views/limit.py": (4, 3),
+    "views/compare.py": (2, 2),
 }
 
 
@@ -272,10 +273,10 @@ def test_lbfgs_refuses_l1_next_to_the_control():
 #: Colour legends per page: the only pictures without a download of their own.
 LEGENDS = {HOME: 1, "views/first_step.py": 1, "views/trajectory.py": 2,
            "views/overfitting.py": 1, "views/hardest_examples.py": 0, "views/spectrum.py": 3,
-           "views/limit.py": 1}
+           "views/limit.py": 1, "views/compare.py": 1}
 TABLES = {HOME: 1, "views/first_step.py": 0, "views/trajectory.py": 2,
           "views/overfitting.py": 1, "views/hardest_examples.py": 1, "views/spectrum.py": 2,
-          "views/limit.py": 1}
+          "views/limit.py": 1, "views/compare.py": 1}
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -1147,3 +1148,92 @@ def test_a_penalty_too_large_for_the_arithmetic_is_named_as_the_cause_not_the_st
     assert f"L2 penalty {float(l2):g}" in message and "float32" in message, message
     assert "smaller L2 penalty" in message, message
     assert "learning rate" not in message, message
+
+
+# --------------------------------------------------------------------------- Compare
+
+COMPARE = "views/compare.py"
+#: Side B of a compare link: another size, penalty and model than side A (SMALL).
+SIDE_B = {"b.ds": "digits", "b.n": "200", "b.T": "60", "b.l2": "0.01", "b.model": "ovr"}
+
+
+def side_b(at: AppTest, name: str):
+    """Side B's control for setting ``name`` (drawn on the page, not in the sidebar)."""
+    from ui.sidebar import widget_key
+    key = widget_key(name, "b.")
+    for kind in ("number_input", "radio", "text_input", "selectbox"):
+        found = [w for w in getattr(at.main, kind) if w.key == key]
+        if found:
+            return found[0]
+    raise AssertionError(f"no control {key} on the page")
+
+
+def compare_numbers(at: AppTest) -> list[list[str]]:
+    """The key-numbers table (A, B, B - A by row) as shown."""
+    [table] = [t for t in at.main.table if "Roughness" in t.value.index]
+    return table.value.values.tolist()
+
+
+def test_a_compare_link_reproduces_both_sides_and_the_url_it_writes_round_trips():
+    at = open_page(COMPARE, **SMALL, **SIDE_B, t=20)
+    assert_clean(at)
+    assert at.sidebar.number_input(key="ws_w_n_train").value == 300
+    assert at.sidebar.radio(key="ws_w_model").value == "softmax"
+    assert side_b(at, "n_train").value == 200 and side_b(at, "model").value == "ovr"
+    assert side_b(at, "l2").value == pytest.approx(0.01)
+    assert at.select_slider[0].value == 20
+    written = url(at)
+    for k, v in {**SMALL, **SIDE_B, "t": "20", "l2": "0"}.items():
+        assert written[k] == v, k
+    numbers = compare_numbers(at)
+    assert numbers[0][0] != numbers[0][1], "A and B show the same train accuracy"
+    # The copied link, opened in a new session, shows the same view and writes the same URL.
+    link = next(c.value for c in at.sidebar.code)
+    from urllib.parse import parse_qsl, urlsplit
+    again = open_page(COMPARE, **dict(parse_qsl(urlsplit(link).query)))
+    assert_clean(again)
+    assert url(again) == written
+    assert compare_numbers(again) == numbers
+    # Changing B's control changes B only, and the address says so.
+    at = side_b(at, "l2").set_value(0.1).run()
+    assert_clean(at)
+    assert url(at)["b.l2"] == "0.1" and url(at)["l2"] == "0" and url(at)["b.n"] == "200"
+    assert compare_numbers(at)[0][0] == numbers[0][0]  # A unchanged
+
+
+def test_a_malformed_side_b_value_gets_the_sidebars_notice_and_the_page_still_draws():
+    at = open_page(COMPARE, **SMALL, **{**SIDE_B, "b.n": "abc"})
+    assert not at.exception
+    assert any("Ignored b.n='abc'" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert side_b(at, "n_train").value == 300  # B's default: A's settings
+    assert len(at.get("image")) >= 2
+
+
+def test_a_side_over_the_work_cap_is_refused_and_the_other_side_still_shows(monkeypatch):
+    monkeypatch.setenv("WEIGHTSCOPE_MAX_WORK", "20000")  # A: 300 x 60 fits; B: 300 x 100 not
+    at, before = open_refused(COMPARE, **SMALL, **{"b.n": "300", "b.T": "100"})
+    message = " ".join(e.value for e in at.main.error)
+    assert "B is not trained" in message and "Lower Gradient steps to 66" in message, message
+    assert trainings() == before + 1  # A only
+    assert url(at)["b.T"] == "100", "the link keeps what it asked for"
+    assert len(at.get("image")) >= 2 and len(at.get("vega_lite_chart")) == 2
+    assert [row[1] for row in compare_numbers(at)] == ["none"] * 5
+
+
+def test_the_compare_step_control_offers_only_the_steps_both_runs_kept():
+    from core.data import load_dataset  # noqa: F401 - the store's data set below
+    from core.settings import Settings
+    from core.trainer import one_two_five
+    from ui.resources import dataset, run_store
+
+    at = open_page(COMPARE, **{**SMALL, "T": "300"}, **{**SIDE_B, "b.T": "250"})
+    assert_clean(at)
+    options = [int(o.replace(",", "")) for o in at.select_slider[0].options]
+    ds = dataset("digits")
+    a = run_store().cached(ds, Settings(dataset="digits", n_train=300, iterations=300).config())
+    b = run_store().cached(ds, Settings(dataset="digits", n_train=200, iterations=250, l2=0.01,
+                                        model="ovr").config())
+    both = set(a.snapshot_iterations.tolist()) & set(b.snapshot_iterations.tolist())
+    assert options == sorted(set(one_two_five(300) + one_two_five(250)) & both)
+    assert 200 in options and 300 not in options and 250 not in options
+    assert len(both - set(options)) > 20, "the control offers steps beyond the 1-2-5 grid"

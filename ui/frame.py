@@ -38,6 +38,9 @@ class PageSpec:
     path: str  # URL path: "" is home; the others keep the first version's links
     icon: str
     views: tuple[str, ...] = ()  # URL parameters of the page's own view (step, class, ...)
+    #: Key prefixes of further full sets of settings the page draws itself (two runs side
+    #: by side: "b." keeps the second set's URL keys apart, b.n, b.T, ...).
+    more_settings: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -62,6 +65,8 @@ PAGES = (
     PageSpec("views/spectrum.py", "Why the noise", "Spectrum", ":material/equalizer:",
              ("t", "k")),
     PageSpec("views/limit.py", "Where it heads", "Limit", ":material/trending_flat:", ("t",)),
+    PageSpec("views/compare.py", "Compare two settings", "Compare", ":material/compare:",
+             ("t",), more_settings=("b.",)),
 )
 BY_PATH = {p.path: p for p in PAGES}
 PAGE_PATHS = {p.path for p in PAGES if p.path}
@@ -113,13 +118,17 @@ class Frame:
     def config(self) -> TrainConfig:
         return self.settings.config()
 
-    def run(self, config: TrainConfig | None = None, *, label: str = "") -> Run:
-        """The finished run for ``config`` (default: the sidebar's), training it if needed.
+    def run(self, config: TrainConfig | None = None, *, label: str = "",
+            ds: Dataset | None = None, upload: bool | None = None) -> Run:
+        """The finished run for ``config`` (default: the sidebar's), training it if needed,
+        on ``ds`` (default: the sidebar's data; ``upload``: whether ``ds`` is the session's
+        upload, whose runs stay off the disk).
 
         Stops the page with a message when the run cannot be had.
         """
-        run = get_run(self.ds, config or self.config, label=label,
-                      persist=self.settings.dataset != "upload")
+        if ds is None:
+            ds, upload = self.ds, self.settings.dataset == "upload"
+        run = get_run(ds, config or self.config, label=label, persist=not upload)
         show_run_status(run)
         return run
 
@@ -184,6 +193,40 @@ class Frame:
         except (ValueError, TypeError, OverflowError):
             return default
         return value if value in options else default
+
+    def more_settings(self, prefix: str, default: Settings, container) -> tuple[Settings, Dataset]:
+        """Draw a further full set of settings in ``container`` (a page showing two runs
+        side by side); return the valid settings and their data set.
+
+        The set lives in the URL under ``prefix`` (one of the page's
+        :attr:`PageSpec.more_settings`) with this page's view: taken from a link when the
+        browser brought one that carries it (a malformed value is ignored with the same
+        notice as the sidebar's), else the session's last, else ``default``. Steps x
+        images over the work cap are returned as asked, with a message beside the control,
+        for the page to refuse that run.
+        """
+        if prefix not in self.spec.more_settings:
+            raise ValueError(f"{self.spec.path or 'Home'} declares no settings {prefix!r}")
+        ss = st.session_state
+        home = f"{SETTINGS_KEY}/{self.spec.name}/{prefix}"
+        settings = ss.get(home, default)
+        if self.from_browser:
+            notices: list[str] = []
+            if has_settings(self.url_params, prefix):
+                # The version notice, if any, was given for the sidebar's settings already.
+                params = {k: v for k, v in self.url_params.items() if k != "v"}
+                settings, notices = from_params(params, default, prefix=prefix)
+            for notice in notices:
+                st.warning(md(notice), icon=":material/warning:")
+            sidebar.seed(settings, force=True, prefix=prefix)
+        else:
+            sidebar.seed(settings, force=False, prefix=prefix)
+        settings, ds = sidebar.draw(settings, available_datasets(), container=container,
+                                    prefix=prefix, refuse_over_cap=True)
+        ss[home] = settings
+        self.view.update({k: v for k, v in to_params(settings, ds.fingerprint, prefix).items()
+                          if k.startswith(prefix)})
+        return settings, ds
 
     def params(self, *, complete: bool = False) -> dict[str, str]:
         """URL parameters of this view: the settings and the view values that differ from
@@ -252,8 +295,8 @@ def open_frame(nav) -> Frame:
         sidebar.seed(settings, force=False)
     # A link's view values stay as they are until the page draws their controls (it may
     # stop before, on a diverged run say); the session's are its last choices.
-    view = {k: params[k] for k in spec.views if k in params} if browser \
-        else dict(_remembered(spec)[1])
+    view = {k: v for k, v in params.items() if k in spec.views
+            or k.startswith(spec.more_settings)} if browser else dict(_remembered(spec)[1])
     for notice in notices:
         st.warning(md(notice), icon=":material/warning:")
 

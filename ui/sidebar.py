@@ -13,7 +13,7 @@ import math
 
 import streamlit as st
 
-from core.settings import Settings, max_work
+from core.settings import Settings, max_work, work_problem
 from core.config import SETTINGS, Setting, n_train_range
 from core.data import Dataset
 from ui.resources import dataset, run_memory_bound
@@ -44,11 +44,13 @@ def seed(settings: Settings, force: bool, prefix: str = "") -> None:
 
 
 def draw(settings: Settings, choices: dict[str, str], *, container=None,
-         prefix: str = "") -> tuple[Settings, Dataset]:
+         prefix: str = "", refuse_over_cap: bool = False) -> tuple[Settings, Dataset]:
     """Draw the settings in ``container`` (default: the sidebar); return the valid ones and
     their data set (invalid input keeps ``settings``' value, with a message beside the
     control). ``choices`` are the data sets on offer, name -> label; ``prefix`` keeps a
-    second set of widgets apart (see :func:`widget_key`)."""
+    second set of widgets apart (see :func:`widget_key`). With ``refuse_over_cap``, steps
+    x images over the work cap are returned as asked, with the message beside the control:
+    the caller refuses that run (a page comparing two runs shows the other one)."""
     sb = container if container is not None else st.sidebar
     sb.header("Training settings")
     ss = st.session_state
@@ -77,7 +79,7 @@ def draw(settings: Settings, choices: dict[str, str], *, container=None,
                          f"keeping {s.format(getattr(settings, s.name))}.")
                 values[s.name] = getattr(settings, s.name)
         else:
-            values[s.name] = _number(sb, s, key, settings, values, ds)
+            values[s.name] = _number(sb, s, key, settings, values, ds, refuse_over_cap)
         if s.name == "l1" and lbfgs and values["l1"] > 0:
             sb.error("L1 needs gradient descent's proximal step; L-BFGS handles L2 only. "
                      "Training without L1 (set it to 0, or choose gradient descent).")
@@ -85,7 +87,8 @@ def draw(settings: Settings, choices: dict[str, str], *, container=None,
     return Settings(**values), ds
 
 
-def _number(sb, s: Setting, key: str, settings: Settings, values: dict, ds: Dataset):
+def _number(sb, s: Setting, key: str, settings: Settings, values: dict, ds: Dataset,
+            refuse_over_cap: bool = False):
     """A number input for ``s`` in container ``sb``, with the limits that depend on the
     data set (training-set size) or on the server (the work cap on steps x images)."""
     ss = st.session_state
@@ -118,6 +121,9 @@ def _number(sb, s: Setting, key: str, settings: Settings, values: dict, ds: Data
     if s.name == "iterations":
         cap = max_work()
         n = values["n_train"]
+        if refuse_over_cap and value * n > cap:
+            sb.error(f"{work_problem(value, n, cap)} Not trained.")
+            return value
         if value * n > cap:
             over = (f"{value:,} step{'s' * (value != 1)} x {n:,} images is over this server's "
                     f"cap of {cap:,} image-step{'s' * (cap != 1)} per run (set "
