@@ -87,6 +87,9 @@ CASES = [
          ready="Cosine at that strength"),
     Case("Limit", "/Limit", "Where it heads: the max-margin limit", {"t": "100"},
          view_sliders={"Step (stored": "100"}, ready="Support vectors"),
+    Case("Compare", "/Compare", "Compare two settings",
+         {"b.ds": "fashion-mnist", "b.n": "1000", "b.l2": "0.01", "t": "100"},
+         view_sliders={"Step shown on both sides": "100"}),
     Case("Home", "/", "Weightscope"),
 ]
 
@@ -855,4 +858,30 @@ def test_a_click_on_a_chart_selects_that_step(server: Server, page):
     picked = int(after["slider"].replace(",", ""))
     assert 2 <= picked <= 60, f"the click picked step {picked}, not one near the click"
     assert url_params(page.url)["t"] == str(picked)
+    assert_no_errors(page, server)
+
+
+def test_compare_side_b_lives_in_the_url_and_back_restores_it(server: Server, page):
+    """A compare link shows side B's settings in its box; a change there is one history
+    entry carried by the address (b.l2), and Back returns B's control and the address."""
+    open_deep_link(page, server, "/Compare",
+                   {**SETTINGS, "b.ds": "fashion-mnist", "b.n": "1000", "b.l2": "0.01"})
+    main = page.locator("[data-testid='stMain']")
+    main.locator("[data-testid='stExpander'] summary", has_text="Settings of B").click()
+    assert input_value(main, "Training images") == "1000"
+    assert input_value(main, "L2 penalty") == "0.01"
+    before = url_params(page.url)
+    assert before["b.n"] == "1000" and before["b.l2"] == "0.01" and before["l2"] == "0.001"
+    length = history_length(page)
+    box = main.locator("input[aria-label='L2 penalty']")
+    box.fill("0.1")
+    act(page, lambda: box.press("Enter"))
+    after = url_params(page.url)
+    assert after["b.l2"] == "0.1" and after["l2"] == "0.001", after
+    assert history_length(page) == length + 1, "one change, one history entry"
+    captions = texts(page, "[data-testid='stMain'] [data-testid='stCaptionContainer']")
+    assert any("B: 1,000 images, L2 0.1" in t for t in captions), captions  # B redrawn
+    act(page, page.go_back)
+    assert url_params(page.url) == before
+    assert input_value(main, "L2 penalty") == "0.01"
     assert_no_errors(page, server)

@@ -107,12 +107,18 @@ B, ds_b = page.more_settings("b.", default_b, container=box)
 sides = {"A": (A, page.ds), "B": (B, ds_b)}
 names = {"A": describe(A, B), "B": describe(B, A)}
 label_of = {k: f"{k}: {names[k]}" if names[k] else k for k in sides}
+
+
+def setting_text(row, value) -> str:
+    """A setting's value as a viewer reads it (choices by label, whole numbers as 2,000)."""
+    if row.choices:
+        return row.choices.get(value, value)
+    return f"{value:,}" if row.kind == "int" else row.format(value)
+
+
 diff = pd.DataFrame(
-    [{"setting": row.label,
-      "A": row.format(getattr(A, row.name)) if not row.choices
-      else row.choices.get(getattr(A, row.name), getattr(A, row.name)),
-      "B": row.format(getattr(B, row.name)) if not row.choices
-      else row.choices.get(getattr(B, row.name), getattr(B, row.name))}
+    [{"setting": row.label, "A": setting_text(row, getattr(A, row.name)),
+      "B": setting_text(row, getattr(B, row.name))}
      for row in SETTINGS if getattr(A, row.name) != getattr(B, row.name)])
 if diff.empty:
     st.info("A and B have the same settings: change B's below, or click a comparison above.",
