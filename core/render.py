@@ -5,6 +5,11 @@ anchors, safe for the common colour-vision deficiencies) centred on zero with
 one symmetric scale per grid; each tile sits on a mid-grey frame so the light
 centre of the map reads on light and dark themes alike. Pixels are enlarged by
 nearest-neighbour repetition, never smoothed.
+
+Labels, ticks and captions are drawn for a page theme (``theme="light"`` or ``"dark"``,
+see :data:`INK`): on the page's own background colour, in its text colour. The colours of
+the weights do not change with the theme: white stays zero, so a picture means the same on
+either page and in a download.
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ _LUT = np.stack([
 FRAME = (128, 128, 128)
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
+
+#: Canvas and text colour of the pictures for each page theme: the page's own background
+#: (Streamlit 1.67's light and dark themes), so a picture's margins disappear into the page
+#: and its labels read like the page's text (contrast 18:1 and 15:1).
+INK = {"light": (BACKGROUND, TEXT), "dark": ((23, 22, 20), (237, 235, 232))}
+
+
+def ink(theme: str | None) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Canvas and text colour (RGB) of pictures for ``theme``; light for any other value."""
+    return INK.get(theme or "light", INK["light"])
 
 
 #: Percentile of |w| that sets a colour scale. Late weight images have a few extreme
@@ -86,11 +101,14 @@ def tile_grid(
     row_labels: Sequence[str] | None = None,
     gap: int = 4,
     font_size: int = 12,
+    theme: str = "light",
 ) -> Image.Image:
     """Lay out RGB tiles (R, C, h, w, 3) as one picture with optional labels.
 
-    Each tile is enlarged ``scale`` times by pixel repetition and framed in grey.
+    Each tile is enlarged ``scale`` times by pixel repetition and framed in grey; the
+    canvas and labels take the colours of ``theme`` (:data:`INK`).
     """
+    paper, text_colour = ink(theme)
     tiles = np.asarray(tiles, dtype=np.uint8)
     R, C, h, w, _ = tiles.shape
     big = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
@@ -106,7 +124,7 @@ def tile_grid(
     width = label_w + C * (tw + gap) + gap
     height = label_h + R * (th + gap) + gap
     canvas = np.empty((height, width, 3), dtype=np.uint8)
-    canvas[:] = BACKGROUND
+    canvas[:] = paper
     for r in range(R):
         for c in range(C):
             y0 = label_h + gap + r * (th + gap)
@@ -119,10 +137,10 @@ def tile_grid(
         x0 = label_w + gap + c * (tw + gap)
         for line_no, text in enumerate(lines):
             draw.text((x0 + (tw - font.getlength(text)) / 2, 2 + line_no * line_h), text,
-                      fill=TEXT, font=font)
+                      fill=text_colour, font=font)
     for r, text in enumerate(row_labels or ()):
         y0 = label_h + gap + r * (th + gap)
-        draw.text((2, y0 + th / 2 - font_size / 2), str(text), fill=TEXT, font=font)
+        draw.text((2, y0 + th / 2 - font_size / 2), str(text), fill=text_colour, font=font)
     return img
 
 
@@ -160,14 +178,16 @@ def weight_grid(
     scale: int = 4,
     col_labels: Sequence[str] | None = None,
     row_labels: Sequence[str] | None = None,
+    theme: str = "light",
 ) -> Image.Image:
-    """Weight images (K, H, W) as one row, or (R, K, H, W) as rows, on one symmetric scale."""
+    """Weight images (K, H, W) as one row, or (R, K, H, W) as rows, on one symmetric scale
+    (labels drawn for page ``theme``)."""
     images = np.asarray(images, dtype=np.float64)
     if images.ndim == 3:
         images = images[None]
     vmax = symmetric_limit(images) if vmax is None else vmax
     return tile_grid(diverging_rgb(images, vmax), scale=scale,
-                     col_labels=col_labels, row_labels=row_labels)
+                     col_labels=col_labels, row_labels=row_labels, theme=theme)
 
 
 def thumbnail_grid(
@@ -176,8 +196,10 @@ def thumbnail_grid(
     ncols: int = 10,
     scale: int = 3,
     labels: Sequence[str] | None = None,
+    theme: str = "light",
 ) -> Image.Image:
-    """uint8 grayscale images (m, H, W) in rows of ``ncols``, optional caption per image."""
+    """uint8 grayscale images (m, H, W) in rows of ``ncols``, optional caption per image
+    (drawn for page ``theme``)."""
     images = np.asarray(images, dtype=np.uint8)
     m, h, w = images.shape
     rows = max(1, -(-m // ncols))
@@ -185,22 +207,24 @@ def thumbnail_grid(
     padded[:m] = images
     rgb = gray_rgb(padded).reshape(rows, ncols, h, w, 3)
     if m < rows * ncols:
-        rgb.reshape(-1, h, w, 3)[m:] = BACKGROUND
-    return tile_grid(rgb, scale=scale, col_labels=None, row_labels=None) if labels is None else \
-        _captioned(rgb, labels, scale)
+        rgb.reshape(-1, h, w, 3)[m:] = ink(theme)[0]
+    return tile_grid(rgb, scale=scale, theme=theme) if labels is None else \
+        _captioned(rgb, labels, scale, theme)
 
 
-def _captioned(rgb: np.ndarray, labels: Sequence[str], scale: int) -> Image.Image:
+def _captioned(rgb: np.ndarray, labels: Sequence[str], scale: int,
+               theme: str = "light") -> Image.Image:
     """Thumbnails (R, C, h, w, 3) with a caption under each; "\n" starts a new line."""
     R, C = rgb.shape[:2]
     font_size = 11
-    grid = tile_grid(rgb, scale=scale)
+    grid = tile_grid(rgb, scale=scale, theme=theme)
+    paper, text_colour = ink(theme)
     th = rgb.shape[2] * scale + 2
     tw = rgb.shape[3] * scale + 2
     gap = 4
     lines = max(len(str(text).split("\n")) for text in labels) if len(labels) else 1
     row_h = th + gap + lines * (font_size + 3) + 2
-    out = Image.new("RGB", (grid.width, R * row_h + gap), BACKGROUND)
+    out = Image.new("RGB", (grid.width, R * row_h + gap), paper)
     font = _font(font_size)
     draw = ImageDraw.Draw(out)
     for r in range(R):
@@ -214,13 +238,16 @@ def _captioned(rgb: np.ndarray, labels: Sequence[str], scale: int) -> Image.Imag
             for line_no, line in enumerate(str(labels[i]).split("\n")):
                 text = _fit(line, font, tw + gap)
                 y0 = gap + r * row_h + th + 2 + line_no * (font_size + 3)
-                draw.text((x0 + (tw - font.getlength(text)) / 2, y0), text, fill=TEXT, font=font)
+                draw.text((x0 + (tw - font.getlength(text)) / 2, y0), text, fill=text_colour,
+                          font=font)
     return out
 
 
 def colorbar(vmax: float, *, width: int = 240, height: int = 14, font_size: int = 11,
-             tick_labels: Sequence[str] | None = None, clipped: bool = False) -> Image.Image:
-    """Legend for :func:`weight_grid`: the colour ramp from -vmax to +vmax with tick labels.
+             tick_labels: Sequence[str] | None = None, clipped: bool = False,
+             theme: str = "light") -> Image.Image:
+    """Legend for :func:`weight_grid`: the colour ramp from -vmax to +vmax with tick labels
+    (drawn for page ``theme``: on its background, in its text colour).
 
     ``tick_labels`` replaces the three numbers (for grids scaled row by row). ``clipped``
     adds a pointed cap at each end and writes the end labels as "< -v" and "> +v"
@@ -235,7 +262,8 @@ def colorbar(vmax: float, *, width: int = 240, height: int = 14, font_size: int 
     cap = height if clipped else 0
     pad = max(int(max(font.getlength(text) for _, text in ticks) / 2) + 6, cap + 4)
     ramp = diverging_rgb(np.linspace(-vmax, vmax, width)[None, :].repeat(height, axis=0), vmax)
-    img = Image.new("RGB", (width + 2 * pad, height + font_size + 8), BACKGROUND)
+    paper, text_colour = ink(theme)
+    img = Image.new("RGB", (width + 2 * pad, height + font_size + 8), paper)
     img.paste(Image.fromarray(ramp), (pad, 0))
     draw = ImageDraw.Draw(img)
     if clipped:
@@ -246,7 +274,7 @@ def colorbar(vmax: float, *, width: int = 240, height: int = 14, font_size: int 
                      fill=hi)
     for value, text in ticks:
         x = pad + (value / vmax + 1) / 2 * (width - 1)
-        draw.text((x - font.getlength(text) / 2, height + 3), text, fill=TEXT, font=font)
+        draw.text((x - font.getlength(text) / 2, height + 3), text, fill=text_colour, font=font)
     return img
 
 

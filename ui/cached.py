@@ -13,7 +13,7 @@ from core import analysis, render
 from core.data import Dataset
 from core.run import Run
 from core.runs import run_key
-from ui.draw import pick_scale
+from ui.draw import pick_scale, theme as page_theme
 
 
 def run_id(run: Run) -> str:
@@ -42,20 +42,21 @@ def first_step(run: Run, ds: Dataset) -> dict[str, np.ndarray]:
 
 
 @st.cache_data(max_entries=16, show_spinner="Drawing the animation…")
-def _evolution_gif(run_id: str, _run: Run, scale: int) -> bytes:
+def _evolution_gif(run_id: str, _run: Run, scale: int, theme: str) -> bytes:
     frames = []
     names = list(_run.class_names)
     for t in _run.snapshot_iterations:
         if t < 1:
             continue
         frames.append(render.weight_grid(_run.weights(int(t)), scale=scale, col_labels=names,
-                                         row_labels=[f"step {int(t):>6,}"]))
+                                         row_labels=[f"step {int(t):>6,}"], theme=theme))
     return render.animated_gif(frames, duration_ms=120)
 
 
 def evolution_gif(run: Run) -> bytes:
-    """Animated GIF of all class images over every stored snapshot (cached per run)."""
-    return _evolution_gif(run_id(run), run, pick_scale(run.image_shape, 56))
+    """Animated GIF of all class images over every stored snapshot (cached per run and
+    page theme: its labels are drawn for the page)."""
+    return _evolution_gif(run_id(run), run, pick_scale(run.image_shape, 56), page_theme())
 
 
 def summary_maker(run: Run, ds: Dataset, link: str):
