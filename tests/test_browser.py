@@ -885,3 +885,134 @@ def test_compare_side_b_lives_in_the_url_and_back_restores_it(server: Server, pa
     assert url_params(page.url) == before
     assert input_value(main, "L2 penalty") == "0.01"
     assert_no_errors(page, server)
+
+
+
+# --------------------------------------------------------------------------- both themes
+
+#: Text that reads too faintly (WCAG 2 contrast of its colour, opacity included, against
+#: the backgrounds under it): below 4.5:1, or 3:1 for large text (24 px, or 18.66 px bold).
+#: Charts draw their own text (their legend box is checked in tests/test_render.py).
+LOW_CONTRAST_JS = r"""
+() => {
+  const parse = (s) => {
+    const m = s.match(/rgba?\(([^)]+)\)/);
+    if (!m) return null;
+    const p = m[1].split(/[ ,\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, under) => {
+    const a = top[3];
+    return [0, 1, 2].map(i => top[i] * a + under[i] * (1 - a)).concat([1]);
+  };
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  // The colour under an element: its ancestors' backgrounds composed from the root down.
+  // An ancestor counts only where its box lies under the text (a slider's value sits
+  // above its thumb, outside it).
+  const background = (el) => {
+    const layers = [];
+    const inside = el.closest("[data-testid='stElementContainer'], [data-testid='stLayoutWrapper']")
+                   || document.documentElement;
+    const r = el.getBoundingClientRect(), x = r.left + r.width / 2, y = r.top + r.height / 2;
+    for (let e = el; e; e = e.parentElement) {
+      const b = e.getBoundingClientRect();
+      if (inside.contains(e) && e !== inside && (x < b.left || x > b.right || y < b.top || y > b.bottom)) continue;
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let bg = [255, 255, 255, 1];
+    for (const c of layers.reverse()) bg = over(c, bg);
+    return bg;
+  };
+  const opacity = (el) => { let o = 1; for (let e = el; e; e = e.parentElement) o *= Number(getComputedStyle(e).opacity); return o; };
+  const out = [];
+  const seen = new Set();
+  const walker = document.createTreeWalker(document.querySelector("[data-testid='stApp']"), NodeFilter.SHOW_TEXT);
+  let node;
+  while ((node = walker.nextNode())) {
+    const el = node.parentElement;
+    if (!el || seen.has(el) || !node.textContent.trim()) continue;
+    seen.add(el);
+    if (el.closest("svg, canvas, .vega-embed, [aria-hidden='true'], [data-testid='stSkipToContent']")) continue;
+    const r = el.getBoundingClientRect();
+    const cs = getComputedStyle(el);
+    if (r.width < 1 || r.height < 1 || cs.visibility !== "visible" || !el.checkVisibility({opacityProperty: true})) continue;
+    const bg = background(el);
+    const fg = over([...parse(cs.color).slice(0, 3), parse(cs.color)[3] * opacity(el)], bg);
+    const size = parseFloat(cs.fontSize), bold = Number(cs.fontWeight) >= 700;
+    const large = size >= 24 || (bold && size >= 18.66);
+    const need = large ? 3 : 4.5;
+    const got = ratio(fg, bg);
+    if (got < need) out.push({text: node.textContent.trim().slice(0, 50), ratio: Math.round(got * 100) / 100, need,
+      color: cs.color, bg: bg.slice(0, 3).map(Math.round).join(","), testid: el.closest("[data-testid]")?.getAttribute("data-testid")});
+  }
+  return out;
+}
+"""
+
+
+def _contrast(a, b) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours (0-255)."""
+    def lum(c):
+        v = [x / 255 for x in c[:3]]
+        v = [x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4 for x in v]
+        return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _pictures(pg) -> list:
+    """The main area's st.image pictures as PIL images, as the server sent them."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    srcs = pg.evaluate("""() => [...document.querySelectorAll(
+        "[data-testid='stMain'] [data-testid='stImage'] img")].map(i => i.src)""")
+    return [Image.open(BytesIO(pg.context.request.get(src).body())).convert("RGB")
+            for src in srcs]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_reads_in_the_light_and_the_dark_theme(server: Server, browser, scheme):
+    """A browser that prefers ``scheme`` gets that theme (nothing in the config forces
+    one), and on every page each visible text reaches 4.5:1 (large text 3:1). Every
+    picture is drawn for the theme (st.context.theme): its margin is the page's own
+    background, and the colour bars' tick labels reach 4.5:1 on it."""
+    from core import render
+    from ui.frame import PAGES as PAGE_SPECS
+
+    context = browser.new_context(color_scheme=scheme, viewport={"width": WIDTH, "height": 1000})
+    context.add_init_script(COUNT_RUNS)
+    pg = context.new_page()
+    pg.set_default_timeout(RUN_TIMEOUT * 1000)
+    try:
+        faint, pictures, bars = {}, [], 0
+        for spec in PAGE_SPECS:
+            open_deep_link(pg, server, "/" + spec.path, SETTINGS)
+            # The page's style sheet (st.html) arrives with a lazily loaded component.
+            pg.wait_for_function("""() => [...document.querySelectorAll("[data-testid='stHtml'] style")]
+                                   .some(s => s.textContent.includes("stCaptionContainer"))""")
+            page_bg = pg.evaluate("""() => getComputedStyle(document.querySelector(
+                "[data-testid='stApp']")).backgroundColor""")
+            page_bg = tuple(int(v) for v in re.findall(r"\d+", page_bg)[:3])
+            assert page_bg == render.ink(scheme)[0], (spec.title, page_bg)
+            if (low := pg.evaluate(LOW_CONTRAST_JS)):
+                faint[spec.title] = low
+            for img in _pictures(pg):
+                pictures.append((spec.title, img.size, img.getpixel((0, 0))))
+                if img.height <= 40 and img.width >= 5 * img.height:  # a colour bar
+                    bars += 1
+                    strip = img.crop((0, 14 + 2, img.width, img.height))  # below the ramp
+                    best = max(_contrast(c, page_bg) for _, c in strip.getcolors(1 << 16))
+                    assert best >= 4.5, (spec.title, scheme, best)
+        assert not faint, faint
+        assert bars >= 5, f"only {bars} colour bars seen"
+        drawn_elsewhere = [p for p in pictures if p[2] != page_bg]
+        assert not drawn_elsewhere, f"pictures not drawn on the {scheme} page: {drawn_elsewhere}"
+    finally:
+        context.close()
