@@ -1010,6 +1010,11 @@ def test_every_page_reads_in_the_light_and_the_dark_theme(server: Server, browse
                     strip = img.crop((0, 14 + 2, img.width, img.height))  # below the ramp
                     best = max(_contrast(c, page_bg) for _, c in strip.getcolors(1 << 16))
                     assert best >= 4.5, (spec.title, scheme, best)
+        # The viewer's menu offers the switch (a theme forced in the config hides it).
+        pg.locator("[data-testid='stMainMenu']").click()
+        switch = pg.locator("[data-testid='stThemeSwitcher'] [role='menuitemradio']")
+        switch.first.wait_for()
+        assert [t.split()[-1] for t in switch.all_inner_texts()] == ["System", "Light", "Dark"]
         assert not faint, faint
         assert bars >= 5, f"only {bars} colour bars seen"
         drawn_elsewhere = [p for p in pictures if p[2] != page_bg]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 
 from core import render
 
@@ -130,3 +133,49 @@ def test_accuracy_axis_can_fit_the_late_steps():
     assert spec["layer"][0]["mark"]["clip"] is True
     full = charts.curves(acc, y_title="accuracy").to_dict()
     assert "domain" not in full["layer"][0]["encoding"]["y"]["scale"]
+
+
+def _contrast(a, b) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours (0-255)."""
+    def lum(c):
+        v = [x / 255 for x in c[:3]]
+        v = [x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4 for x in v]
+        return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_pictures_are_drawn_on_the_page_of_their_theme(theme):
+    """Labels of grids, thumbnails and colour bars sit on the theme's page background in a
+    colour that reaches 4.5:1 on it; the weights' colours do not change (white is zero)."""
+    from core import render
+    paper, _ = render.ink(theme)
+    w = np.linspace(-1, 1, 2 * 8 * 8).reshape(2, 8, 8)
+    pictures = [render.weight_grid(w, col_labels=["a", "b"], row_labels=["row"], theme=theme),
+                render.thumbnail_grid(np.zeros((3, 8, 8), np.uint8), ncols=2, labels="xyz",
+                                      theme=theme),
+                render.colorbar(1.0, clipped=True, theme=theme)]
+    for img in pictures:
+        assert img.getpixel((0, 0)) == paper
+        best = max(_contrast(c, paper) for _, c in img.getcolors(1 << 16))
+        assert best >= 4.5, (theme, best)
+    bar = render.colorbar(1.0, theme=theme)
+    assert bar.getpixel((bar.width // 2, 2)) == tuple(render.diverging_rgb(np.zeros(1), 1.0)[0])
+
+
+def test_pictures_for_an_unknown_theme_are_light():
+    assert render.ink(None) == render.ink("light") == render.ink("sepia")
+    assert render.ink("dark")[0] != render.ink("light")[0]
+
+
+def test_chart_legends_read_on_both_themes():
+    """The legend box's labels reach 4.5:1 on its translucent fill over either page."""
+    from core import charts
+    legend = charts._legend(["a", "b"], "top-right").to_dict()
+    fill = [float(v) for v in re.findall(r"[\d.]+", legend["fillColor"])]
+    label = tuple(int(legend["labelColor"][i:i + 2], 16) for i in (1, 3, 5))
+    for theme in ("light", "dark"):
+        under = render.ink(theme)[0]
+        box = [fill[3] * f + (1 - fill[3]) * u for f, u in zip(fill[:3], under)]
+        assert _contrast(label, box) >= 4.5, theme
