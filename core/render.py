@@ -295,3 +295,49 @@ def animated_gif(frames: Sequence[Image.Image], *, duration_ms: int = 300) -> by
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
                    duration=durations, loop=0, optimize=False, disposal=1)
     return buf.getvalue()
+
+
+def presentation_columns(n_classes: int, aspect: float = 2.0) -> int:
+    """Classes a row for a grid of ``n_classes`` square tiles that fills a screen area
+    ``aspect`` times as wide as high (a 16:9 projector less the controls above): the
+    count that makes the tiles largest (ten classes: 5 a row, two rows)."""
+    def tile(cols: int) -> float:
+        return min(aspect / cols, 1.0 / -(-n_classes // cols))
+    return max(range(1, max(1, n_classes) + 1), key=lambda c: (tile(c), c))
+
+
+def wrapped_weight_grid(
+    images: np.ndarray,
+    *,
+    ncols: int,
+    vmax: float | None = None,
+    scale: int = 8,
+    labels: Sequence[str] | None = None,
+    font_size: int = 20,
+    theme: str = "light",
+) -> Image.Image:
+    """Weight images (K, H, W) in rows of ``ncols``, each under its label, on one
+    symmetric scale (the presentation view's grid: ten classes as two rows of five),
+    on the page colours of ``theme`` (:data:`INK`)."""
+    paper = ink(theme)[0]
+    images = np.asarray(images, dtype=np.float64)
+    K = len(images)
+    vmax = symmetric_limit(images) if vmax is None else vmax
+    labels = list(labels) if labels is not None else [str(k) for k in range(K)]
+    strips = []
+    for start in range(0, K, ncols):
+        part = images[start:start + ncols]
+        tiles = diverging_rgb(part, vmax)
+        names = labels[start:start + ncols]
+        if len(part) < ncols:  # the last row: blank tiles keep the columns aligned
+            blank = np.full((ncols - len(part), *tiles.shape[1:]), paper, np.uint8)
+            tiles = np.concatenate([tiles, blank])
+            names = names + [""] * (ncols - len(part))
+        strips.append(tile_grid(tiles[None], scale=scale, col_labels=names,
+                                font_size=font_size, theme=theme))
+    out = Image.new("RGB", (strips[0].width, sum(s.height for s in strips)), paper)
+    y = 0
+    for strip in strips:
+        out.paste(strip, (0, y))
+        y += strip.height
+    return out

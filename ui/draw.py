@@ -259,3 +259,34 @@ def background(task, what: str, expect: str = "", part=None):
 
     _poll()
     return None
+
+
+#: The presentation view: no sidebar or top bar, the main column across the window, and
+#: the picture as large as fits below the controls (its width follows from its height
+#: on a screen wider than the grid's shape). Pixels stay sharp (:data:`PIXELATED_CSS`).
+PRESENTATION_CSS = """<style>
+[data-testid='stSidebar'], [data-testid='stExpandSidebarButton'],
+[data-testid='stHeader'] { display: none !important; }
+[data-testid='stMainBlockContainer'] { padding: 0.75rem 1.5rem 0 !important;
+  max-width: none !important; }
+[data-testid='stMain'] [data-testid='stImage'] img { max-height: calc(100vh - 170px);
+  width: auto !important; max-width: 100%; margin: 0 auto; }
+[data-testid='stMain'] h1 { font-size: 3.25rem; padding: 0; white-space: nowrap; }
+</style>"""
+
+
+def presentation_grid(images: np.ndarray, class_names: Sequence[str],
+                      image_shape: tuple[int, int]) -> None:
+    """The presentation view's picture: the class weight images (K, H, W) as large as the
+    window allows (:data:`PRESENTATION_CSS`), in the rows of
+    :func:`~core.render.presentation_columns`, on one symmetric scale, with the colour
+    key in one line below."""
+    st.html(PRESENTATION_CSS)
+    vmax = render.symmetric_limit(images)
+    img = render.wrapped_weight_grid(
+        images, ncols=render.presentation_columns(len(images)), vmax=vmax,
+        scale=pick_scale(image_shape, 224), labels=class_names, theme=theme())
+    st.image(render.to_png(img), output_format="PNG", width="stretch")
+    clipped = render.clipped_share(images, vmax)
+    st.caption(f"Purple negative, white zero, orange positive; the scale ends at ±{vmax:.2g}"
+               + (f" ({clipped:.1%} of the weights beyond it)." if clipped else "."))

@@ -10,7 +10,7 @@ the URL or the sidebar itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import streamlit as st
@@ -136,6 +136,8 @@ class Frame:
                cast: Callable = int, **kwargs):
         """Draw choice ``widget`` (``st.select_slider``, ``st.radio`` or ``st.selectbox``,
         on any container) for view value ``name`` (its URL parameter); return the choice.
+        With ``widget`` None nothing is drawn: the page draws its own control for the
+        value (a button, say) that sets ``st.session_state[self.widget_key(name)]``.
 
         The value is put into the widget's state before it is drawn, so the control always
         shows what the page uses: the link's value when the browser brought a URL (a
@@ -143,7 +145,7 @@ class Frame:
         option when the options changed, another run say), else ``default``.
         """
         options = list(options)
-        key = f"ws_v/{self.spec.name}/{name}"
+        key = self.widget_key(name)
         ss = st.session_state
         picked = ss.pop(f"ws_pick/{self.spec.name}/{name}", None)  # see select()
         if picked is not None:
@@ -157,7 +159,7 @@ class Frame:
         if value not in options:
             value = _nearest(value, options, default)
         ss[key] = value
-        chosen = widget(label, options, key=key, **kwargs)
+        chosen = value if widget is None else widget(label, options, key=key, **kwargs)
         text, default_text = _text(chosen), _text(default)
         self.defaults[name] = default_text
         if text == default_text:
@@ -166,12 +168,19 @@ class Frame:
             self.view[name] = text
         return chosen
 
-    def select(self, name: str, value) -> NoReturn:
+    def widget_key(self, name: str) -> str:
+        """The session-state key holding view value ``name`` as its control shows it."""
+        return f"ws_v/{self.spec.name}/{name}"
+
+    def select(self, name: str, value, *, rerun: bool = True) -> None:
         """Make ``value`` the choice of view control ``name`` (a click on a chart, say) and
         rerun: the control was drawn already this run, and a widget's state cannot change
-        after it is drawn, so the next run's :meth:`choice` takes it (the nearest option)."""
+        after it is drawn, so the next run's :meth:`choice` takes it (the nearest option).
+        Without ``rerun``, the next :meth:`choice` of ``name`` takes it (a Play tick sets
+        the step before the fragment draws its slider)."""
         st.session_state[f"ws_pick/{self.spec.name}/{name}"] = value
-        st.rerun()
+        if rerun:
+            st.rerun()
 
     def _from_link(self, name: str, default, options: list, cast):
         raw = self.url_params.get(name)
