@@ -1237,3 +1237,38 @@ def test_the_compare_step_control_offers_only_the_steps_both_runs_kept():
     assert options == sorted(set(one_two_five(300) + one_two_five(250)) & both)
     assert 200 in options and 300 not in options and 250 not in options
     assert len(both - set(options)) > 20, "the control offers steps beyond the 1-2-5 grid"
+
+
+def test_presentation_link_shows_the_step_and_the_weight_images_only_and_exit_returns():
+    """present=1: the step as the page's title, the slider, Play and one picture; no
+    explanation, numbers or charts. Exit presentation returns to the whole page at the
+    same step, and present leaves the URL; a malformed value is ignored with a notice."""
+    at = open_page("views/trajectory.py", **SMALL, t=5, present=1)
+    assert_clean(at)
+    assert [t.value for t in at.title] == ["Step 5"]
+    assert len(at.get("image")) == 1 and not at.get("vega_lite_chart") and not at.metric
+    assert url(at)["present"] == "1" and url(at)["t"] == "5"
+    at.button(key="ws_present_button").click().run()
+    assert_clean(at)
+    assert [t.value for t in at.title] == ["From templates to noise"]
+    assert len(at.get("vega_lite_chart")) == 5 and len(at.metric) == 5
+    assert "present" not in url(at) and url(at)["t"] == "5"
+    bad = open_page("views/trajectory.py", **SMALL, present="yes")
+    assert any("present" in w.value for w in bad.warning)
+    assert [t.value for t in bad.title] == ["From templates to noise"]
+
+
+def test_play_disables_the_slider_and_pause_hands_it_back_at_the_same_step():
+    """Play (a full run that starts the timer) shows the step and a disabled slider that
+    follows the play; Pause gives the slider back, and the URL keeps the step."""
+    at = open_page("views/trajectory.py", **SMALL, t=5)
+    play = "ws_play/Trajectory/t/button"
+    assert at.button(key=play).label == "Play" and not at.select_slider[0].disabled
+    at.button(key=play).click().run()
+    assert_clean(at)
+    assert at.button(key=play).label == "Pause" and at.select_slider[0].disabled
+    assert at.select_slider[0].value == 5 and any("step 5" in s.value for s in at.subheader)
+    at.button(key=play).click().run()
+    assert_clean(at)
+    assert at.button(key=play).label == "Play" and not at.select_slider[0].disabled
+    assert at.select_slider[0].value == 5 and url(at)["t"] == "5"

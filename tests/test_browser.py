@@ -1021,3 +1021,102 @@ def test_every_page_reads_in_the_light_and_the_dark_theme(server: Server, browse
         assert not drawn_elsewhere, f"pictures not drawn on the {scheme} page: {drawn_elsewhere}"
     finally:
         context.close()
+
+
+# --------------------------------------------------------------------------- play, presentation
+
+#: What Trajectory shows of its step: the weight images' heading, the slider's thumb and
+#: each chart's selected-step rule (Vega names the rule's mark after its tooltip).
+STEP_SHOWN_JS = """() => {
+  const main = document.querySelector("[data-testid='stMain']");
+  return {
+    heads: [...main.querySelectorAll("h3")].map(h => h.innerText)
+      .filter(t => t.startsWith("Weight images at step ")).map(t => t.slice(22)),
+    thumbs: [...main.querySelectorAll("[data-testid='stSliderThumbValue']")]
+      .map(e => e.innerText.trim()),
+    rules: [...main.querySelectorAll(
+        "[data-testid='stVegaLiteChart'] [aria-label*='selected step: ']")]
+      .map(e => e.getAttribute("aria-label").split("selected step: ")[1]),
+  };
+}"""
+
+
+def agreed_step(view: dict) -> str | None:
+    """The step that the heading, the slider and all five charts' rules show, if they agree."""
+    steps = {*view["heads"], *view["thumbs"], *view["rules"]}
+    whole = len(view["heads"]) == len(view["thumbs"]) == 1 and len(view["rules"]) == 5
+    return steps.pop() if whole and len(steps) == 1 else None
+
+
+def test_play_moves_pictures_numbers_and_chart_rules_and_pause_puts_the_step_in_the_link(
+        server: Server, page):
+    """Play steps through the stored snapshots with the heading, the slider and every
+    chart's rule agreeing at each step, and leaves the address bar alone while it plays;
+    Pause keeps the step shown, writes it to the URL and adds at most one history entry."""
+    open_deep_link(page, server, "/Trajectory", {**SETTINGS, "t": "1"})
+    main = page.locator("[data-testid='stMain']")
+    length = history_length(page)
+    main.locator("button:visible", has_text="Play").click()
+    # Steps seen with everything agreeing, collected in the page as it plays; wait until
+    # three (1 and two more) have been seen.
+    page.wait_for_function(f"""() => {{
+        const v = ({STEP_SHOWN_JS})();
+        const steps = new Set([...v.heads, ...v.thumbs, ...v.rules]);
+        if (v.heads.length === 1 && v.thumbs.length === 1 && v.rules.length === 5
+            && steps.size === 1) (window.__wsPlayed ??= new Set()).add([...steps][0]);
+        return (window.__wsPlayed?.size ?? 0) >= 3;
+    }}""", polling=100, timeout=90_000)
+    played = page.evaluate("() => [...window.__wsPlayed]")
+    assert url_params(page.url)["t"] == "1", "the address bar changed while playing"
+    assert history_length(page) == length, "playing added history entries"
+    main.locator("button:visible", has_text="Pause").click()
+    main.locator("button:visible", has_text="Play").wait_for()
+    wait_idle(page)
+    shown = agreed_step(page.evaluate(STEP_SHOWN_JS))
+    assert shown is not None and shown != "1", (played, page.evaluate(STEP_SHOWN_JS))
+    assert url_params(page.url)["t"] == shown.replace(",", ""), "the link holds the step shown"
+    assert history_length(page) <= length + 1
+    # Paused: the slider is the viewer's again, one notch is one step and one entry.
+    thumb = main.locator("[data-testid='stSlider'] input[type='range']")
+    act(page, lambda: thumb.press("ArrowRight"))
+    after = agreed_step(page.evaluate(STEP_SHOWN_JS))
+    assert after not in (None, shown) and url_params(page.url)["t"] == after.replace(",", "")
+    assert_no_errors(page, server)
+
+
+def test_a_presentation_link_fills_the_screen_with_sharp_pixels_and_exit_returns(
+        server: Server, browser):
+    """present=1 opens the weight images alone, filling a 1,920 x 1,080 screen without
+    scrolling, drawn with nearest-neighbour pixels, the step in big type and no sidebar;
+    Exit presentation returns to the whole page at the same step."""
+    pg = new_page(browser, width=1920)
+    pg.set_viewport_size({"width": 1920, "height": 1080})
+    try:
+        open_deep_link(pg, server, "/Trajectory", {**SETTINGS, "t": "50", "present": "1"})
+        grid = pg.locator("[data-testid='stMain'] [data-testid='stImage'] img")
+        grid.first.wait_for()
+        wait_idle(pg)
+        assert_images_loaded(pg)
+        assert grid.count() == 1, "presentation shows the weight images and nothing else"
+        assert texts(pg, "[data-testid='stMain'] h1") == ["Step 50"]
+        assert pg.locator("[data-testid='stVegaLiteChart']").count() == 0
+        assert not pg.locator("[data-testid='stSidebar']").is_visible()
+        assert grid.first.evaluate("img => getComputedStyle(img).imageRendering") == "pixelated"
+        box = grid.first.bounding_box()
+        assert box["width"] >= 0.8 * 1920, f"grid {box['width']:.0f} px wide of 1,920"
+        assert box["height"] >= 0.6 * 1080, f"grid {box['height']:.0f} px high of 1,080"
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 1080, "the grid runs off screen"
+        pg.locator("[data-testid='stMain'] button:visible", has_text="Play").wait_for()
+        act(pg, lambda: pg.locator("[data-testid='stMain'] button:visible",
+                                   has_text="Exit presentation").click())
+        pg.locator("[data-testid='stMain'] h1", has_text="From templates to noise").wait_for()
+        wait_idle(pg)
+        assert pg.locator("[data-testid='stSidebar']").is_visible()
+        assert "present" not in url_params(pg.url) and url_params(pg.url)["t"] == "50"
+        assert step_view(pg)["slider"] == "50"
+        # The charts' code loads on first use: wait for the fifth, then count.
+        pg.locator("[data-testid='stVegaLiteChart']").nth(4).wait_for()
+        assert pg.locator("[data-testid='stVegaLiteChart']").count() == 5
+        assert_no_errors(pg, server)
+    finally:
+        pg.context.close()

@@ -269,10 +269,11 @@ PRESENTATION_CSS = """<style>
 [data-testid='stHeader'] { display: none !important; }
 [data-testid='stMainBlockContainer'] { padding: 0.75rem 1.5rem 0 !important;
   max-width: none !important; }
-[data-testid='stMain'] [data-testid='stImage'] img { max-height: calc(100vh - 170px);
-  width: auto !important; max-width: 100%; margin: 0 auto; }
 [data-testid='stMain'] h1 { font-size: 3.25rem; padding: 0; white-space: nowrap; }
 </style>"""
+
+#: Room the presentation view keeps above and below the picture (controls, colour key).
+PRESENTATION_CHROME_PX = 170
 
 
 def presentation_grid(images: np.ndarray, class_names: Sequence[str],
@@ -286,6 +287,15 @@ def presentation_grid(images: np.ndarray, class_names: Sequence[str],
     img = render.wrapped_weight_grid(
         images, ncols=render.presentation_columns(len(images)), vmax=vmax,
         scale=pick_scale(image_shape, 224), labels=class_names, theme=theme())
+    # As wide as the column, or as wide as the window's height below the controls allows
+    # at the picture's aspect ratio, whichever is less: the whole grid stays in view.
+    # (The picture's boxes take the column's width; they would shrink to the picture.)
+    st.html("<style>[data-testid='stMain'] [data-testid='stFullScreenFrame'] "
+            "div:has(> [data-testid='stImage']), [data-testid='stMain'] "
+            ":is([data-testid='stImage'], [data-testid='stImageContainer']) { width: 100%; } "
+            "[data-testid='stMain'] [data-testid='stImage'] img { width: min(100%, "
+            f"calc((100vh - {PRESENTATION_CHROME_PX}px) * {img.width / img.height:.4f})) "
+            "!important; height: auto; margin: 0 auto; }</style>")
     st.image(render.to_png(img), output_format="PNG", width="stretch")
     clipped = render.clipped_share(images, vmax)
     st.caption(f"Purple negative, white zero, orange positive; the scale ends at ±{vmax:.2g}"
