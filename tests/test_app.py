@@ -1272,3 +1272,16 @@ def test_play_disables_the_slider_and_pause_hands_it_back_at_the_same_step():
     assert_clean(at)
     assert at.button(key=play).label == "Play" and not at.select_slider[0].disabled
     assert at.select_slider[0].value == 5 and url(at)["t"] == "5"
+
+
+def test_a_one_click_comparison_sets_both_sides_and_the_address():
+    at = open_page(COMPARE, **SMALL)
+    [button] = [b for b in at.main.button if b.label == "softmax vs one-vs-rest"]
+    at = button.click().run()
+    assert_clean(at)
+    written = url(at)
+    assert (written["model"], written["b.model"]) == ("softmax", "ovr")
+    assert written["T"] == written["b.T"] == "3000" and written["n"] == written["b.n"]
+    assert at.sidebar.number_input(key="ws_w_iterations").value == 3000
+    assert side_b(at, "model").value == "ovr"
+    assert any("not on softmax's scale" in c.value for c in at.main.caption)

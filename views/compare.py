@@ -9,9 +9,9 @@ import streamlit as st
 
 from core import charts, render
 from core.config import SETTINGS, n_train_range
-from core.settings import Settings, to_params, work_problem
+from core.settings import Settings, work_problem
 from core.trainer import one_two_five
-from ui import cached, draw, frame, resources, uploads
+from ui import cached, draw, frame, resources, sidebar, uploads
 
 page = frame.current()
 A = page.settings
@@ -78,27 +78,31 @@ def comparisons(ds_name: str, ds) -> list[tuple[str, Settings, Settings]]:
          base.replace(n_train=large, iterations=2000)),
         ("no penalty vs L2 0.01", base.replace(iterations=30_000),
          base.replace(iterations=30_000, l2=0.01)),
-        ("softmax vs one-vs-rest", base.replace(iterations=10_000),
-         base.replace(iterations=10_000, model="ovr")),
+        ("softmax vs one-vs-rest", base.replace(iterations=3000),
+         base.replace(iterations=3000, model="ovr")),
         ("gradient descent vs L-BFGS", base.replace(iterations=300),
          base.replace(iterations=300, optimizer="lbfgs")),
     ]
     return out
 
 
-def link_params(a: Settings, b: Settings, fingerprint: str) -> dict[str, str]:
-    """URL parameters of this page comparing ``a`` (the sidebar) with ``b``."""
-    out = to_params(a, fingerprint)
-    out.update({k: v for k, v in to_params(b, fingerprint, "b.").items() if k.startswith("b.")})
-    return out
+def take(a: Settings, b: Settings) -> None:
+    """Put ``a`` into the sidebar's controls and ``b`` into B's (a button's callback, run
+    before the rerun draws them). A button, not a link to this page: Streamlit 1.67 leaves
+    the address bar as it was after a link to the page already shown, so the frame could
+    not write the new view there."""
+    sidebar.seed(a, force=True)
+    sidebar.seed(b, force=True, prefix="b.")
 
 
 st.markdown("**One click:**")
 with st.container(horizontal=True, gap="small"):
     for label, a, b in comparisons(A.dataset, page.ds):
-        st.page_link(frame.page_object(page.spec.path), label=label,
-                     icon=":material/compare_arrows:",
-                     query_params=link_params(a, b, page.ds.fingerprint))
+        st.button(label, icon=":material/compare_arrows:", on_click=take, args=(a, b),
+                  key=f"compare/{label}",
+                  help=f"Sets A to {a.n_train:,} images and {a.iterations:,} steps and B to "
+                       f"the same but {describe(b, a)}. Each run trains once (the longest, "
+                       "about a minute) and is kept for every later visit.")
 
 default_b = A.replace(l2=0.01 if A.l2 == 0 else 0.0)
 box = st.expander("Settings of B (A's are in the sidebar)", icon=":material/tune:")
@@ -225,4 +229,6 @@ st.caption(
     "Loss in nats (natural-log units): the mean of −log p(true class) on the validation "
     f"images; a uniform guess over the {page.ds.n_classes} classes scores "
     f"{np.log(page.ds.n_classes):.2f}. The vertical line marks the step shown above; steps "
-    "run along the bottom on a log scale.")
+    "run along the bottom on a log scale."
+    + (" One-vs-rest's loss adds one yes-or-no loss per class, so it is not on softmax's "
+       "scale: compare the two models by their accuracies." if A.model != B.model else ""))
