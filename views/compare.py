@@ -28,7 +28,9 @@ with st.expander("What am I looking at?", expanded=True):
         "how much they still look like after step 1 (**similarity to step 1**). Runs of "
         "different lengths keep snapshots of different steps; the steps 1, 2, 5, 10, 20, "
         "50, ... are kept by every run, so the step control offers those both runs have. "
-        "The links below set up the comparisons that teach most in one click. (\"The "
+        "The buttons below set up the comparisons that teach most in one click; a side the "
+        "server cannot train (too large) says what to lower, and the other side still shows. "
+        "(\"The "
         "question\" and \"the answer\" in the settings' help are the CrossValidated thread "
         "this app follows, question 483072: why the weight images look like clothes after "
         "one step and like noise after many.)")
