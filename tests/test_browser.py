@@ -477,7 +477,7 @@ def test_sidebar_page_switch_keeps_settings(server: Server, page):
                                                       "[data-testid='stPageLink'] a")]
     assert labels == [
         "Home", "First step", "Trajectory", "Overfitting and regularization",
-        "Hardest examples", "Why the noise", "Where it heads"], \
+        "Hardest examples", "Why the noise", "Where it heads", "Compare two settings"], \
         "the sidebar names every page, home as Home (not 'app')"
     assert page.locator("[data-testid='stSidebarNav']").count() == 0, \
         "Streamlit's own page list (which calls home 'app') is switched off"
