@@ -138,7 +138,9 @@ class Frame:
         """Draw choice ``widget`` (``st.select_slider``, ``st.radio`` or ``st.selectbox``,
         on any container) for view value ``name`` (its URL parameter); return the choice.
         With ``widget`` None nothing is drawn: the page draws its own control for the
-        value (a button, say) that sets ``st.session_state[self.widget_key(name)]``.
+        value (a button, say) that sets ``st.session_state[self.widget_key(name)]``; such a
+        value (a mode, like presentation) is in a copied link only when it is not its
+        default, since a link without it opens the default in every version.
 
         The value is put into the widget's state before it is drawn, so the control always
         shows what the page uses: the link's value when the browser brought a URL (a
@@ -162,7 +164,8 @@ class Frame:
         ss[key] = value
         chosen = value if widget is None else widget(label, options, key=key, **kwargs)
         text, default_text = _text(chosen), _text(default)
-        self.defaults[name] = default_text
+        if widget is not None:
+            self.defaults[name] = default_text
         if text == default_text:
             self.view.pop(name, None)
         else:
