@@ -1,5 +1,7 @@
 """Trajectory: the weight images fade from templates to noise as hard examples take over."""
 
+import re
+
 import numpy as np
 import streamlit as st
 
@@ -60,6 +62,11 @@ def controls() -> int:
     """The step slider with Play/Pause and the presentation button in one row (the step
     in big type before them in presentation); returns the step."""
     row = st.container(horizontal=True, vertical_alignment="bottom", gap="medium")
+    # The slider keeps room to scrub (420 px, or the row): on a narrow window the buttons
+    # wrap below it instead of squeezing it. Streamlit names a keyed element's box
+    # st-key-<key>, other characters than letters, digits, _ and - made -.
+    box = "st-key-" + re.sub(r"[^a-zA-Z0-9_-]", "-", page.widget_key("t"))
+    st.html(f"<style>.{box} {{ min-width: min(100%, 420px); }}</style>")
     big = row.empty() if present else None
     t = page.choice(
         row.select_slider,
