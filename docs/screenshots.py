@@ -7,8 +7,9 @@ Run from the project root with the test environment (it needs Debian's ``chromiu
 
 It starts its own ``streamlit run app.py`` on a free loopback port with a throw-away run cache,
 so the first page trains the preset (about 15 s), the Overfitting page its three penalised
-runs (about a minute), and the last two pages wait for their background analyses (about
-20 s each). Pictures go to ``docs/screenshots/<page>.png``.
+runs (about a minute), and two pages wait for their background analyses (about 20 s each).
+Compare shows the preset beside L2 0.01; "Presentation" is Trajectory's presentation view
+at step 50 on a 1,920 x 1,080 screen. Pictures go to ``docs/screenshots/<page>.png``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from tests import test_browser as tb
 OUT = Path(__file__).resolve().parent / "screenshots"
 PAGES = {"Home": "/", "First_step": "/First_step", "Trajectory": "/Trajectory",
          "Overfitting": "/Overfitting", "Hardest_examples": "/Hardest_examples",
-         "Spectrum": "/Spectrum", "Limit": "/Limit"}
+         "Spectrum": "/Spectrum", "Limit": "/Limit", "Compare": "/Compare",
+         "Presentation": "/Trajectory"}
+#: View values beyond the preset's settings: Compare puts the preset (no penalty) beside
+#: L2 0.01, and the presentation view shows step 50 on a 1,920 x 1,080 screen.
+EXTRA = {"Compare": {"b.l2": "0.01"}, "Presentation": {"present": "1", "t": "50"}}
+SCREEN = {"Presentation": (1920, 1080)}
 #: Exact text of an element that appears when a page's background analysis is drawn.
 READY = {case.name: case.ready for case in tb.CASES if case.ready}
 
@@ -45,10 +51,13 @@ def main() -> int:
                 for name, path in PAGES.items():
                     if name not in wanted:
                         continue
-                    page = tb.new_page(browser)
+                    width, height = SCREEN.get(name, (tb.WIDTH, None))
+                    page = tb.new_page(browser, width=width)
+                    if height:
+                        page.set_viewport_size({"width": width, "height": height})
                     page.set_default_timeout(600_000)
-                    page.goto(f"{server.url}{path}?{urlencode(params)}",
-                              wait_until="domcontentloaded")
+                    query = urlencode({**params, **EXTRA.get(name, {})})
+                    page.goto(f"{server.url}{path}?{query}", wait_until="domcontentloaded")
                     tb.wait_idle(page, after=0, timeout=600)
                     # Pages that train several runs or solve in the background draw their
                     # pictures late: wait for them, then for the page to settle.
@@ -63,7 +72,12 @@ def main() -> int:
                               file=sys.stderr)
                         return 1
                     tb.assert_images_loaded(page)
-                    print(tb.full_screenshot(page, name))
+                    if height:  # the screen as the audience sees it, not the whole page
+                        OUT.mkdir(parents=True, exist_ok=True)
+                        page.screenshot(path=str(OUT / f"{name}.png"))
+                        print(OUT / f"{name}.png")
+                    else:
+                        print(tb.full_screenshot(page, name))
                     page.context.close()
                 browser.close()
     return 0
