@@ -1286,3 +1286,15 @@ def test_a_one_click_comparison_sets_both_sides_and_the_address():
     assert at.sidebar.number_input(key="ws_w_iterations").value == 3000
     assert side_b(at, "model").value == "ovr"
     assert any("not on softmax's scale" in c.value for c in at.main.caption)
+
+
+def test_overfitting_no_longer_says_runs_are_to_train_once_they_are_trained():
+    """Issue 13, item 7: the first visit's note said "3 run(s) to train" after they were
+    trained; it now says they were trained, and a second visit says nothing of training."""
+    at = open_page("views/overfitting.py", **SMALL)
+    assert_clean(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "to train" not in captions, captions
+    assert re.search(r"Trained \d run\(s\) for this page", captions), captions
+    at.run()
+    assert "run(s)" not in " ".join(c.value for c in at.caption)
