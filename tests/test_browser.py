@@ -939,14 +939,7 @@ LOW_CONTRAST_JS = r"""
 """
 
 
-def _contrast(a, b) -> float:
-    """WCAG 2 contrast ratio of two sRGB colours (0-255)."""
-    def lum(c):
-        v = [x / 255 for x in c[:3]]
-        v = [x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4 for x in v]
-        return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]
-    hi, lo = sorted((lum(a), lum(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
+from tests.test_render import _contrast  # noqa: E402 - the one WCAG contrast ratio
 
 
 def _pictures(pg) -> list:
