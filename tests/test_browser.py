@@ -34,6 +34,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from ui.draw import FILL_MIN_WIDTH
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -733,15 +735,25 @@ def test_weight_grids_fill_the_column_with_sharp_pixels(server: Server, browser,
     pg = new_page(browser, width=width)
     try:
         open_deep_link(pg, server, "/Trajectory", SETTINGS)
-        grid = pg.locator("[data-testid='stMain'] [data-testid='stImage'] img").first
-        # Once in CI the page was idle without its pictures (a run was still to come):
-        # wait for the picture itself, then for the page to settle.
-        grid.wait_for()
+        # The grid is the first picture at least FILL_MIN_WIDTH pixels wide. Streamlit adds a
+        # stretched picture to the page only once it has measured its column, so for a
+        # moment the colour bar below it can be the page's first picture (that failed once
+        # in CI): wait for the grid itself, laid out and decoded.
+        find_grid = """least => {
+                const img = [...document.querySelectorAll(
+                    "[data-testid='stMain'] [data-testid='stImage'] img")]
+                  .find(i => i.complete && i.naturalWidth >= least
+                             && i.getBoundingClientRect().width > 0);
+                if (!img) return null;
+                const r = img.getBoundingClientRect();
+                return {x: r.x, width: r.width,
+                        style: getComputedStyle(img).imageRendering};
+            }"""
+        pg.wait_for_function(find_grid, arg=FILL_MIN_WIDTH, polling=100)
         wait_idle(pg)
         assert_images_loaded(pg)
-        style = grid.evaluate("img => getComputedStyle(img).imageRendering")
-        assert style == "pixelated", style
-        box = grid.bounding_box()
+        box = pg.evaluate(find_grid, FILL_MIN_WIDTH)
+        assert box["style"] == "pixelated", box["style"]
         # The title is a block across the content column (the block container has padding).
         column = pg.locator("[data-testid='stMain'] h1").first.bounding_box()
         assert box["width"] >= least, f"weight grid {box['width']:.0f} px wide at {width} px"
@@ -790,7 +802,7 @@ def test_a_crafted_link_draws_no_link_image_or_heading_and_fetches_nothing_elsew
 #: Words a page breaks across two lines (except after a hyphen, dash or slash), and text
 #: its box cuts (an ellipsis or hidden overflow), measured in the page; code blocks wrap on
 #: purpose, charts draw their own.
-BROKEN_TEXT_JS = """
+BROKEN_TEXT_JS = r"""
     () => {
       const out = [];
       const walker = document.createTreeWalker(document.querySelector("[data-testid='stApp']"), NodeFilter.SHOW_TEXT);
