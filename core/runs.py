@@ -22,6 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -39,13 +40,15 @@ from core.trainer import TrainingCancelled, default_backend, train
 
 
 def run_key(fingerprint: str, cfg: TrainConfig) -> str:
-    """Stable 20-hex-digit key of a run: data, config, format version and trainer backend.
+    """Stable 20-hex-digit key of a run: data, config and format version.
 
-    The two backends agree only up to rounding, so their runs are kept apart.
+    Not the backend: the numpy and the compiled backend compute the same run up to
+    rounding (as do different thread counts), and a server trains on numpy until its
+    compiled kernel is ready (:mod:`core.warmup`); a run trained either way answers its
+    config, and the run records which backend trained it.
     """
     payload = json.dumps(
-        {"v": FORMAT_VERSION, "data": fingerprint, "cfg": dataclasses.asdict(cfg),
-         "backend": default_backend()},
+        {"v": FORMAT_VERSION, "data": fingerprint, "cfg": dataclasses.asdict(cfg)},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -111,10 +114,15 @@ class RunStore:
     max_disk_bytes : int
         Disk budget for the folder's run files and temporary files, the least recently
         used of the store's own runs deleted first.
+    backend : callable, optional
+        Asked at the start of each training for the backend to train on ("numba" or
+        "numpy"); by default the trainer's default. The app passes
+        :meth:`core.warmup.KernelWarmup.backend`, so no run waits for a compile.
     """
 
     def __init__(self, max_bytes: int = 1 << 30, disk_dir: Path | None = None, max_jobs: int = 1,
-                 max_disk_bytes: int = 2 << 30):
+                 max_disk_bytes: int = 2 << 30, backend: Callable[[], str] | None = None):
+        self._backend = backend or default_backend
         self.max_bytes = int(max_bytes)
         self.max_disk_bytes = int(max_disk_bytes)
         self.disk_dir = Path(disk_dir) if disk_dir else None
@@ -261,7 +269,8 @@ class RunStore:
                     raise TrainingCancelled(f"Training {job.key} was cancelled before it started.")
                 job.started = time.monotonic()
                 log.info("training %s started: %s", job.key, job.cfg)
-                run = train(job._ds, job.cfg, progress=job._progress)
+                run = train(job._ds, job.cfg, progress=job._progress,
+                            backend=self._backend())
             finally:
                 self._slots.release()
             self._remember(job.key, run)

@@ -201,7 +201,7 @@ def test_no_more_than_max_jobs_train_at_once(digits, monkeypatch, max_jobs):
     lock, release = threading.Lock(), threading.Event()
     active, peak, started = [0], [0], []
 
-    def held_train(ds, cfg, progress=None):
+    def held_train(ds, cfg, progress=None, backend=None):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])

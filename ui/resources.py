@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import env
+from core import env, warmup
 from core.settings import DATASETS, operator_folders
 from core.data import Dataset, digits_instead, load_dataset, user_cache_dir
 from core.runs import RunStore
@@ -105,12 +105,14 @@ def why_unavailable(name: str) -> str:
 
 @st.cache_resource
 def run_store() -> RunStore:
-    """The process-wide store of finished and running trainings."""
+    """The process-wide store of finished and running trainings. Its runs train on numpy
+    until the compiled kernel, warmed up in the background from here on, is ready."""
     disk = os.environ.get("WEIGHTSCOPE_RUN_CACHE")
     disk_dir = None if disk == "off" else Path(disk) if disk else user_cache_dir() / "runs"
     return RunStore(max_bytes=env.CACHE_MB.value() << 20, disk_dir=disk_dir,
                     max_jobs=env.MAX_JOBS.value(),
-                    max_disk_bytes=env.DISK_MB.value() << 20)
+                    max_disk_bytes=env.DISK_MB.value() << 20,
+                    backend=warmup.shared().backend)
 
 
 #: The most runs one page holds at once: the Overfitting page's four penalties.

@@ -1,0 +1,159 @@
+"""The compiled kernel is made ready off the viewer's clock.
+
+Numba compiles the fused kernel (:mod:`core.kernels`) at its first call: some seconds per
+dtype on a fresh install, during which a viewer used to watch "0 of 3,000 steps". Here a
+:class:`KernelWarmup` does it in the background instead:
+
+1. a child process (``python -m core.warmup``, at low CPU priority) calls the kernel once
+   per dtype, which compiles it into Numba's disk cache, or only loads it when the cache
+   already holds it; the server's own threads never wait on a compile;
+2. then a thread of the server calls it once per dtype in-process, which loads the code
+   from that cache (a fraction of a second), and marks the kernel ready.
+
+Until then :meth:`KernelWarmup.backend` answers "numpy" and runs train on the numpy
+backend, which computes the same run up to rounding. Where Numba cannot keep a disk
+cache (no writable folder) the child's work cannot be reused; the kernel is then compiled
+in that background thread, and the server log says so.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from core import kernels
+from core.env import log
+
+#: The dtypes runs train in (TrainConfig.dtype); Numba compiles the kernel once for each.
+DTYPES = ("float32", "float64")
+
+#: The longest a compile in the child may take before it is given up (seconds).
+CHILD_TIMEOUT = 600.0
+
+#: What the child runs, after the Python interpreter.
+CHILD_ARGS = ("-m", "core.warmup")
+
+
+def call_kernel(dtype: str) -> None:
+    """Train tiny runs in ``dtype`` on the compiled backend: every model and optimizer, so
+    every signature real runs use is compiled (or loaded) here, not at a viewer's run."""
+    from core.config import TrainConfig
+    from core.data import load_digits_dataset
+    from core.trainer import train
+
+    ds = load_digits_dataset()
+    for model in kernels.MODEL_CODES:
+        for optimizer in ("gd", "lbfgs") if dtype == "float64" else ("gd",):
+            train(ds, TrainConfig(model=model, optimizer=optimizer, dtype=dtype, n_train=50,
+                                  iterations=3, n_val=50), backend="numba")
+
+
+def signatures() -> int:
+    """How many compiled signatures the kernel's functions hold in this process."""
+    if not kernels.AVAILABLE:
+        return 0
+    import numba.core.registry
+
+    return sum(len(f.signatures) for f in vars(kernels).values()
+               if isinstance(f, numba.core.registry.CPUDispatcher))
+
+
+class KernelWarmup:
+    """Makes the compiled kernel ready in the background, once per process.
+
+    ``state`` is "waiting" (not started), "compiling" (the child runs), "loading" (this
+    process loads it), "ready", "failed" (the numpy backend stays; the log says why) or
+    "unavailable" (no Numba, or switched off).
+    """
+
+    def __init__(self, child: bool = True):
+        self._child = child
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.state = "waiting" if kernels.AVAILABLE else "unavailable"
+        self.seconds: float | None = None
+        self.ready_event = threading.Event()
+        if not kernels.AVAILABLE:
+            self.ready_event.set()
+
+    def start(self) -> "KernelWarmup":
+        """Start the warm-up thread (once; later calls do nothing)."""
+        with self._lock:
+            if self._thread is None and self.state == "waiting":
+                self.state = "compiling"
+                self._thread = threading.Thread(target=self._work, name="kernel-warmup",
+                                                daemon=True)
+                self._thread.start()
+        return self
+
+    def backend(self) -> str:
+        """The backend a run should train on now: "numba" once the kernel is ready here."""
+        return "numba" if self.state == "ready" else "numpy"
+
+    def _work(self) -> None:
+        started = time.monotonic()
+        try:
+            if self._child and kernels.CACHED:
+                self._compile_in_child()
+            elif not kernels.CACHED:
+                log.info("kernel warm-up: Numba has no disk cache here, so the kernel is "
+                         "compiled in this process, in the background")
+            self.state = "loading"
+            for dtype in DTYPES:
+                call_kernel(dtype)
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the numpy backend
+            self.state = "failed"
+            log.warning("kernel warm-up failed (%s: %s); runs train on the numpy backend",
+                        type(exc).__name__, exc)
+        else:
+            self.state = "ready"
+            self.seconds = time.monotonic() - started
+            log.info("kernel warm-up: the compiled kernel is ready after %.1f s", self.seconds)
+        finally:
+            self.ready_event.set()
+
+    def _compile_in_child(self) -> None:
+        """Compile into Numba's disk cache in a child process at low CPU priority."""
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        done = subprocess.run(
+            [sys.executable, *CHILD_ARGS], cwd=root, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=CHILD_TIMEOUT, preexec_fn=_lower_priority if os.name == "posix" else None,
+            check=False)
+        if done.returncode != 0:
+            tail = done.stdout.decode(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"the compiling child exited with {done.returncode}: "
+                               + " / ".join(tail))
+
+
+def _lower_priority() -> None:  # pragma: no cover - runs in the child before exec
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+
+
+_SHARED: KernelWarmup | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared() -> KernelWarmup:
+    """This process's warm-up, started at the first call."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = KernelWarmup().start()
+        return _SHARED
+
+
+if __name__ == "__main__":  # the compiling child
+    for _dtype in DTYPES:
+        call_kernel(_dtype)
+    print(f"compiled kernel ready: {signatures()} signatures, cached={kernels.CACHED}")
