@@ -11,6 +11,12 @@ thread sums into its own (K, d) buffer and the buffers are added at the end.
 The trainer uses this when Numba imports (``AVAILABLE``) and falls back to
 plain numpy otherwise; both compute the same quantities (tests compare them).
 
+The grouped pass (:meth:`Pass.run_groups`) does the same for G models at once,
+their weights stacked as (G * K, d): each row is read and scaled once, its G * K
+logits computed together, each group of K finished as one model's row, and all
+G gradients summed in the same sweep. Training several settings side by side
+then reads the images once per step instead of G times.
+
 Numba keeps compiled code on disk (``NUMBA_CACHE_DIR``, else beside this file, else the
 user's cache folder), so a server starts training at once after its first start. Where no
 such folder can be written, the kernel is compiled without the disk cache, once per
@@ -173,16 +179,104 @@ if AVAILABLE:
                                 + g6 * xb[6, j] + g7 * xb[7, j]
 
 
-def _compile(cache: bool) -> None:
-    """Compile ``_finish_row`` and ``_pass``, with Numba's disk cache or without.
+    def _pass_groups_py(X8, y, W, b, groups, scale, model, want_grad, floor, grad, grad_b,
+                        loss, pred, p_true, resid, acc, slots):  # pragma: no cover - compiled
+        # _pass_py for G models stacked as W (G * K, d): the logits and gradient loops run
+        # over all G * K rows, so a scaled row in xb serves every model; only finishing a
+        # row goes group by group. Per-row outputs are (G, n); group g's residuals are
+        # added to acc[slots[g]] (n, K).
+        n, d = X8.shape
+        GK = W.shape[0]
+        K = GK // groups
+        chunks = grad.shape[0]
+        size = (n + chunks - 1) // chunks
+        for c in prange(chunks):
+            G = grad[c]
+            gb = grad_b[c]
+            G[:, :] = 0
+            gb[:] = 0
+            xb = np.zeros((8, d), dtype=W.dtype)
+            z = np.zeros((8, GK), dtype=W.dtype)
+            start = c * size
+            stop = min(n, start + size)
+            for i0 in range(start, stop, 8):
+                m = min(8, stop - i0)
+                for r in range(8):
+                    if r < m:
+                        for j in range(d):
+                            xb[r, j] = X8[i0 + r, j] * scale
+                    else:
+                        xb[r, :] = 0
+                for k in range(GK):
+                    s0 = b[k]
+                    s1 = b[k]
+                    s2 = b[k]
+                    s3 = b[k]
+                    s4 = b[k]
+                    s5 = b[k]
+                    s6 = b[k]
+                    s7 = b[k]
+                    for j in range(d):
+                        w = W[k, j]
+                        s0 += w * xb[0, j]
+                        s1 += w * xb[1, j]
+                        s2 += w * xb[2, j]
+                        s3 += w * xb[3, j]
+                        s4 += w * xb[4, j]
+                        s5 += w * xb[5, j]
+                        s6 += w * xb[6, j]
+                        s7 += w * xb[7, j]
+                    z[0, k] = s0
+                    z[1, k] = s1
+                    z[2, k] = s2
+                    z[3, k] = s3
+                    z[4, k] = s4
+                    z[5, k] = s5
+                    z[6, k] = s6
+                    z[7, k] = s7
+                for r in range(8):
+                    if r < m:
+                        i = i0 + r
+                        for g in range(groups):
+                            zg = z[r, g * K:(g + 1) * K]
+                            loss[g, i], pred[g, i], p_true[g, i], resid[g, i] = _finish_row(
+                                zg, y[i], model, floor)
+                            if want_grad and acc.shape[1] == n:
+                                a = acc[slots[g], i]
+                                for k in range(K):
+                                    a[k] += zg[k]
+                    else:
+                        z[r, :] = 0  # padding rows pull on nothing
+                if want_grad:
+                    for k in range(GK):
+                        g0 = z[0, k]
+                        g1 = z[1, k]
+                        g2 = z[2, k]
+                        g3 = z[3, k]
+                        g4 = z[4, k]
+                        g5 = z[5, k]
+                        g6 = z[6, k]
+                        g7 = z[7, k]
+                        gb[k] += g0 + g1 + g2 + g3 + g4 + g5 + g6 + g7
+                        for j in range(d):
+                            G[k, j] += g0 * xb[0, j] + g1 * xb[1, j] + g2 * xb[2, j] \
+                                + g3 * xb[3, j] + g4 * xb[4, j] + g5 * xb[5, j] \
+                                + g6 * xb[6, j] + g7 * xb[7, j]
 
-    Both are module globals, rebound here: ``_pass`` calls ``_finish_row`` by its global
-    name, which Numba looks up when it compiles ``_pass``. RuntimeError ("cannot cache
+
+def _compile(cache: bool) -> None:
+    """Compile ``_finish_row``, ``_pass`` and ``_pass_groups``, with Numba's disk cache or
+    without.
+
+    All are module globals, rebound here: the passes call ``_finish_row`` by its global
+    name, which Numba looks up when it compiles them. RuntimeError ("cannot cache
     function") when ``cache`` and Numba finds no folder it can write.
     """
-    global _finish_row, _pass, CACHED
+    global _finish_row, _pass, _pass_groups, CACHED
     _finish_row = njit(fastmath=_FLAGS, cache=cache, nogil=True)(_finish_row_py)
     _pass = njit(parallel=True, fastmath=_FLAGS, cache=cache, nogil=True)(_pass_py)
+    _pass_groups = njit(parallel=True, fastmath=_FLAGS, cache=cache, nogil=True)(
+        _pass_groups_py)
     CACHED = cache
 
 
@@ -265,6 +359,9 @@ class Pass:
         self.floor = -80.0 if self.dtype == np.float32 else -700.0
         # Residual sums (n, K) float64, added to by every gradient pass once switched on.
         self.acc = np.zeros((0, n_classes))
+        # The grouped pass's residual sums (V, n, K) and buffers, made when first needed.
+        self.acc_groups = np.zeros((0, 0, n_classes))
+        self._groups = None
 
     def accumulate(self) -> np.ndarray:
         """Start adding each gradient pass's ``p_i - e_{y_i}`` into the returned (n, K) array."""
@@ -294,3 +391,57 @@ class Pass:
         if not want_grad:
             return None, None
         return self.grad.sum(axis=0), self.grad_b.sum(axis=0)
+
+    def accumulate_groups(self, variants: int) -> np.ndarray:
+        """Start adding each grouped gradient pass's ``p_i - e_{y_i}`` into the returned
+        (variants, n, K) array: group g of a pass adds to entry ``slots[g]``
+        (see :meth:`run_groups`)."""
+        self.acc_groups = np.zeros((variants, len(self.y), self.grad.shape[1]))
+        return self.acc_groups
+
+    def run_groups(self, W: np.ndarray, b: np.ndarray, groups: int, want_grad: bool = True,
+                   slots: np.ndarray | None = None):
+        """One pass at ``groups`` stacked models: ``W`` (G * K, d), ``b`` (G * K,), model g
+        in rows ``g K .. (g + 1) K``.
+
+        Returns ``(grad_W (G * K, d), grad_b (G * K,))`` of each model's *summed* loss when
+        ``want_grad``, else ``(None, None)``. Per-row ``loss``, ``pred``, ``p_true`` and
+        ``resid``, each (G, n), are left in :attr:`groups_out` until the next call; after
+        :meth:`accumulate_groups`, a gradient pass adds group g's ``p - e_y`` to
+        ``acc_groups[slots[g]]`` (``slots`` defaults to ``0 .. G - 1``).
+        """
+        n, d = self.X8.shape
+        K = self.grad.shape[1]
+        if self._groups is None or self._groups["G"] != groups:
+            # Buffers for this many models: together as large as one pass's per model.
+            self._groups = {
+                "G": groups,
+                "grad": np.zeros((self.chunks, groups * K, d), dtype=self.dtype),
+                "grad_b": np.zeros((self.chunks, groups * K), dtype=self.dtype),
+                "loss": np.zeros((groups, n), dtype=self.dtype),
+                "pred": np.zeros((groups, n), dtype=np.int64),
+                "p_true": np.zeros((groups, n), dtype=self.dtype),
+                "resid": np.zeros((groups, n), dtype=self.dtype),
+            }
+        buf = self._groups
+        slots = np.arange(groups, dtype=np.int64) if slots is None \
+            else np.ascontiguousarray(slots, dtype=np.int64)
+        args = (self.X8, self.y, W, b, groups, self.scale, self.model, want_grad, self.floor,
+                buf["grad"], buf["grad_b"], buf["loss"], buf["pred"], buf["p_true"],
+                buf["resid"], self.acc_groups, slots)
+        try:
+            _pass_groups(*args)
+        except OSError as err:  # as in run: the disk cache failed while compiling
+            if not CACHED:
+                raise
+            _without_disk_cache(f"its cache folder failed ({err})")
+            _pass_groups(*args)
+        if not want_grad:
+            return None, None
+        return buf["grad"].sum(axis=0), buf["grad_b"].sum(axis=0)
+
+    @property
+    def groups_out(self) -> dict:
+        """Per-row outputs of the last :meth:`run_groups`: ``loss``, ``pred``, ``p_true``,
+        ``resid``, each (G, n)."""
+        return self._groups
