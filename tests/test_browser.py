@@ -142,6 +142,7 @@ class Server:
                    WEIGHTSCOPE_RUN_CACHE=str(tmp / "runs"),
                    WEIGHTSCOPE_OFFLINE="1",
                    WEIGHTSCOPE_CACHE_DIR=str(tmp / "cache"),
+                   WEIGHTSCOPE_LOG_RUNS="1",  # "run of <page>: full|part <name>, N ms"
                    PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -154,6 +155,11 @@ class Server:
     def log_tail(self, chars: int = 4000) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-chars:]
+
+    def runs_logged(self, page: str, kind: str) -> int:
+        """How many script runs of ``page`` of ``kind`` ("full", "part t", ...) the server
+        logged (WEIGHTSCOPE_LOG_RUNS): the app's own count of what a click reran."""
+        return self.log_tail(10**8).count(f"run of {page}: {kind}, ")
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -762,6 +768,47 @@ def test_weight_grids_fill_the_column_with_sharp_pixels(server: Server, browser,
         assert_no_errors(pg, server)
     finally:
         pg.context.close()
+
+
+def test_a_view_control_reruns_only_its_part_and_the_link_and_back_follow(server: Server,
+                                                                          page):
+    """A notch of Trajectory's step slider reruns the step's part alone: the server logs one
+    run of the part and no run of the whole page, yet the pictures, the address bar, the
+    copy-link box and the page links show the new step, and Back returns to the old one.
+    A pick on Hardest examples (easiest first) likewise reruns only its part."""
+    open_deep_link(page, server, "/Trajectory", SETTINGS)
+    main = page.locator("[data-testid='stMain']")
+    heading = main.locator("h3", has_text="Weight images at step")
+    first = heading.inner_text()
+    full, part = server.runs_logged("Trajectory", "full"), server.runs_logged("Trajectory",
+                                                                              "part t")
+    thumb = main.locator("[data-testid='stSlider'] input[type='range']").first
+    act(page, lambda: thumb.press("ArrowLeft"))
+    heading.filter(has_not_text=first).wait_for()
+    step = heading.inner_text().rsplit(" ", 1)[-1].replace(",", "")
+    assert server.runs_logged("Trajectory", "full") == full, "the notch reran the whole page"
+    assert server.runs_logged("Trajectory", "part t") == part + 1
+    page.wait_for_function("t => new URL(location.href).searchParams.get('t') === t", arg=step)
+    link = page.locator("[data-testid='stSidebar'] [data-testid='stCode'] code").first
+    assert f"t={step}" in link.text_content(), link.text_content()
+    nav = page.locator("[data-testid='stSidebar'] a[href*='Trajectory']").first
+    assert f"t={step}" in nav.get_attribute("href")
+    page.go_back()
+    heading.filter(has_text=first).wait_for()
+    wait_idle(page)
+    # The link opened the last step, the default, which a URL leaves out.
+    assert url_params(page.url).get("t", first.rsplit(" ", 1)[-1].replace(",", "")) \
+        == first.rsplit(" ", 1)[-1].replace(",", "")
+    assert_no_errors(page, server)
+
+    open_deep_link(page, server, "/Hardest_examples", SETTINGS)
+    full = server.runs_logged("Hardest_examples", "full")
+    act(page, lambda: main.locator("[data-testid='stRadio'] label", has_text="easiest").click())
+    page.wait_for_function("() => new URL(location.href).searchParams.get('order') === 'easiest'")
+    main.get_by_text("easiest", exact=False).first.wait_for()
+    assert server.runs_logged("Hardest_examples", "full") == full
+    assert server.runs_logged("Hardest_examples", "part examples") >= 1
+    assert_no_errors(page, server)
 
 
 #: Markdown and HTML in every parameter of a link (see tests/test_app.py's PAYLOAD).

@@ -9,6 +9,8 @@ the URL or the sidebar itself.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -18,6 +20,7 @@ import streamlit as st
 from core.settings import Settings, from_params, has_settings, to_params
 from core.config import TrainConfig, format_number
 from core.data import Dataset
+from core.env import log
 from core.run import Run, nearest_iteration
 from ui import draw, sidebar, url
 from ui.draw import md
@@ -114,6 +117,68 @@ class Frame:
     #: so a control that a stopped run did not draw comes back where it was.
     view: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)  # of the controls drawn this run
+    started: float = 0.0  # perf_counter at the start of this full run
+    #: Set by :func:`close_frame`: a later run of this frame's code is a fragment's alone.
+    closed: bool = False
+    #: Set by :meth:`part`: the page's part draws the copy-link box and the page links (so
+    #: the part is the last place a page may draw a view control).
+    has_part: bool = False
+
+    def part(self, body: Callable[[], None], name: str = "view") -> None:
+        """Draw ``body``, the part of the page that its view controls change, as a
+        fragment: a control inside it reruns ``body`` alone, not the page above it, the
+        sidebar or the run lookup, and the address bar (written by the control's callback,
+        see :meth:`choice`), the copy-link box and the page links follow. In a full run it
+        is drawn as ordinary page code. :func:`stop` inside it ends the part.
+
+        Pages keep everything a part needs that is costly (runs, analyses) computed
+        before it, in the full run: a fragment run reuses them (the closure's values).
+        """
+        @st.fragment
+        def _part():
+            again = self.closed  # a fragment run: the frame was closed by the last full run
+            started = time.perf_counter()
+            if again:
+                self.from_browser = False  # a click in the part, never a link
+            try:
+                body()
+            except PageStopped:
+                pass
+            # The part owns the copy-link box and the page links from here on: a fragment
+            # may write to a container outside it only if it wrote there in the full run.
+            self.has_part = True
+            self.refresh_links(redraw=not again)
+            if again:
+                log_run(self.spec.name, f"part {name}", started)
+
+        _part()
+
+    def _changed(self, name: str) -> None:
+        """Callback of view control ``name``: its value goes into the address bar now, in
+        the callback, which Streamlit sends at once also when the control is in a
+        fragment (written in the fragment's body it reached the browser a run late)."""
+        value = st.session_state.get(self.widget_key(name))
+        text = _text(value)
+        if text == self.defaults.get(name):
+            self.view.pop(name, None)
+        else:
+            self.view[name] = text
+        url.write(self.spec.path, self.params())
+
+    def refresh_links(self, redraw: bool = False) -> None:
+        """Fill the copy-link box and redraw the page links when they changed (``redraw``:
+        also when not)."""
+        ss = st.session_state
+        ss[f"ws_view/{self.spec.name}"] = (to_params(self.settings, self.ds.fingerprint),
+                                           dict(self.view))
+        with self.link_box.container():
+            st.caption("Link to this view (settings, step, class, example); the copy icon "
+                       "puts it on the clipboard.")
+            st.code(self.link(), language=None, wrap_lines=True)
+        links = {p.path: self.link_params(p.path) for p in PAGES}
+        if redraw or links != ss.get(NAV_KEY):
+            ss[NAV_KEY] = links
+            _draw_nav(self.nav_box, links)
 
     @property
     def config(self) -> TrainConfig:
@@ -162,6 +227,9 @@ class Frame:
         if value not in options:
             value = _nearest(value, options, default)
         ss[key] = value
+        if widget is not None:
+            kwargs.setdefault("on_change", self._changed)
+            kwargs.setdefault("args", (name,))
         chosen = value if widget is None else widget(label, options, key=key, **kwargs)
         text, default_text = _text(chosen), _text(default)
         if widget is not None:
@@ -282,6 +350,7 @@ def current() -> Frame:
 def open_frame(nav) -> Frame:
     """Work out settings and data, draw the sidebar; stop with a message when a link asks
     for data this session cannot show."""
+    started = time.perf_counter()
     ss = st.session_state
     spec = BY_PATH.get(nav.url_path, PAGES[0])
     st.set_page_config(page_title=f"{spec.heading} · Weightscope", page_icon="🧥",
@@ -351,7 +420,7 @@ def open_frame(nav) -> Frame:
     ss[SETTINGS_KEY] = settings
     link_box = st.sidebar.expander("Copy link to this view", icon=":material/link:").empty()
     frame = Frame(spec=spec, ds=ds, settings=settings, from_browser=browser, url_params=params,
-                  nav_box=nav_box, link_box=link_box, view=view)
+                  nav_box=nav_box, link_box=link_box, view=view, started=started)
     ss[FRAME_KEY] = frame
     if ds.is_fallback or ds.name == "digits":
         # Where Fashion-MNIST is missing, its stand-in's source says why and how to get it.
@@ -365,19 +434,23 @@ def open_frame(nav) -> Frame:
 def close_frame(frame: Frame) -> None:
     """After the page (also when it stopped early): write the URL once, fill the copy-link
     box, and refresh the page links when the settings or a view changed."""
-    ss = st.session_state
-    spec = frame.spec
-    ss[f"ws_view/{spec.name}"] = (to_params(frame.settings, frame.ds.fingerprint),
-                                  dict(frame.view))
-    url.write(spec.path, frame.params())
-    with frame.link_box.container():
-        st.caption("Link to this view (settings, step, class, example); the copy icon "
-                   "puts it on the clipboard.")
-        st.code(frame.link(), language=None, wrap_lines=True)
-    links = {p.path: frame.link_params(p.path) for p in PAGES}
-    if links != ss.get(NAV_KEY):
-        ss[NAV_KEY] = links
-        _draw_nav(frame.nav_box, links)
+    url.write(frame.spec.path, frame.params())
+    if not frame.has_part:
+        frame.refresh_links()
+    frame.closed = True
+    log_run(frame.spec.name, "full", frame.started)
+
+
+#: ``WEIGHTSCOPE_LOG_RUNS=1`` logs every script run's server time: "run of Trajectory:
+#: full, 512 ms" for the whole page, "part t" for a fragment's run alone (the benchmark and
+#: the browser tests count and time them; operators can see what a click costs).
+LOG_RUNS = os.environ.get("WEIGHTSCOPE_LOG_RUNS", "").strip() == "1"
+
+
+def log_run(page: str, kind: str, started: float) -> None:
+    """Log one run's server time (with :data:`LOG_RUNS`)."""
+    if LOG_RUNS:
+        log.info("run of %s: %s, %.0f ms", page, kind, 1000 * (time.perf_counter() - started))
 
 
 def _draw_nav(box, links: dict[str, dict[str, str]]) -> None:
