@@ -29,7 +29,7 @@ from core.data import load_dataset, stratified_split  # noqa: E402
 from core.settings import PRESETS  # noqa: E402
 from core.config import BY_NAME as SETTINGS_BY_NAME  # noqa: E402
 from core.config import VALIDATION_SEED, TrainConfig, n_train_range  # noqa: E402
-from core.trainer import train  # noqa: E402
+from core.trainer import train, train_many  # noqa: E402
 
 K, D = 10, 784
 
@@ -357,6 +357,88 @@ def claims_times(ds, n: int, T: int) -> dict:
     return out
 
 
+#: The Overfitting page's runs (views/overfitting.py): one config, four penalties.
+PAGE_VARIANTS = ({"l2": 0.0, "l1": 0.0}, {"l2": 0.001}, {"l2": 0.01}, {"l1": 0.0003})
+
+
+def joint_times(ds, sizes) -> dict:
+    """The Overfitting page's four runs trained together (:func:`core.trainer.train_many`)
+    and one after another (:func:`core.trainer.train`, as the page did), whole calls.
+
+    ``sizes`` holds ``(images, steps, reps)``. The two ways alternate which goes first
+    in each repetition, so a busy spell of the machine falls on both; the ratio is of
+    the medians, and each repetition's own ratio is reported too. ``loop`` times are the
+    gradient-step loops alone (the joint loop's once, the separate ones summed): the
+    rest of a call (picking the rows, the smoothness constant, the test split) is done
+    once by the joint call and four times by the separate ones.
+    """
+    rows = []
+    for n, steps, reps in sizes:
+        cfgs = [TrainConfig(n_train=n, iterations=steps).replace(**p) for p in PAGE_VARIANTS]
+        # Compile and warm both ways outside the timing.
+        train_many(ds, [c.replace(iterations=2) for c in cfgs])
+        train(ds, cfgs[0].replace(iterations=2))
+        joint, separate, joint_loop, separate_loop = [], [], [], []
+        for rep in range(reps):
+            for way in (("joint", "separate") if rep % 2 == 0 else ("separate", "joint")):
+                t0 = time.perf_counter()
+                if way == "joint":
+                    runs = train_many(ds, cfgs)
+                    joint.append(time.perf_counter() - t0)
+                    joint_loop.append(max(r.loop_seconds for r in runs))
+                else:
+                    runs = [train(ds, c) for c in cfgs]
+                    separate.append(time.perf_counter() - t0)
+                    separate_loop.append(sum(r.loop_seconds for r in runs))
+                del runs
+        pair = [j / s for j, s in zip(joint, separate)]
+        rows.append({
+            "n": n, "steps": steps, "reps": reps, "variants": len(cfgs),
+            "backend": "numba" if kernels.AVAILABLE else "numpy",
+            "joint_s": statistics.median(joint), "joint_range_s": [min(joint), max(joint)],
+            "separate_s": statistics.median(separate),
+            "separate_range_s": [min(separate), max(separate)],
+            "ratio": statistics.median(joint) / statistics.median(separate),
+            "ratio_per_rep_range": [min(pair), max(pair)],
+            "joint_loop_s": statistics.median(joint_loop),
+            "separate_loop_s": statistics.median(separate_loop),
+            "loop_ratio": statistics.median(joint_loop) / statistics.median(separate_loop),
+        })
+    return {"target_ratio": 0.75, "rows": rows}
+
+
+def joint_lines(jt: dict) -> str:
+    """The joint-training comparison as a Markdown table."""
+    lines = [
+        "The Overfitting page's four runs (no penalty, L2 0.001, L2 0.01, L1 0.0003) trained "
+        "together in one pass over the images per step (train_many) against one after "
+        "another (train), whole calls, interleaved; medians of the reps. Loop: the "
+        "gradient-step loops alone. Target: joint at most "
+        f"{jt['target_ratio']:.2f}x separate.", "",
+        "| images | steps | reps | backend | joint s (range) | separate s (range) "
+        "| joint / separate | per-rep ratios | loop joint / separate |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    for r in jt["rows"]:
+        lines.append(
+            f"| {r['n']:,} | {r['steps']:,} | {r['reps']} | {r['backend']} "
+            f"| {r['joint_s']:.2f} ({r['joint_range_s'][0]:.2f} to {r['joint_range_s'][1]:.2f}) "
+            f"| {r['separate_s']:.2f} ({r['separate_range_s'][0]:.2f} to "
+            f"{r['separate_range_s'][1]:.2f}) | {r['ratio']:.2f}x "
+            f"| {r['ratio_per_rep_range'][0]:.2f} to {r['ratio_per_rep_range'][1]:.2f} "
+            f"| {r['joint_loop_s']:.2f} / {r['separate_loop_s']:.2f} s = {r['loop_ratio']:.2f}x |")
+    return "\n".join(lines)
+
+
+def joint_sizes(ds, quick: bool) -> list[tuple[int, int, int]]:
+    """(images, steps, reps) of the joint section: 1,000 images and every training image
+    outside the validation hold-out (smaller in quick mode or on the digits fallback)."""
+    if ds.is_fallback:
+        return [(1000, 100, 3)]
+    if quick:
+        return [(1000, 100, 3), (5000, 20, 2)]
+    return [(1000, 300, 7), (n_train_range(ds)[1], 30, 3)]
+
+
 def preset_params(preset) -> dict[str, str]:
     from core.settings import to_params
 
@@ -421,6 +503,8 @@ def markdown(result: dict) -> str:
                   f"records {mem['run_record_mb']:.1f} MB)."]
     if result.get("budget"):
         lines += ["", budget_lines(result["budget"])]
+    if result.get("joint"):
+        lines += ["", joint_lines(result["joint"])]
     if result.get("pages"):
         lines += ["", "First render: the page drawn, background analyses still running; "
                       "complete: their results drawn too.", "",
@@ -459,7 +543,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", choices=("memory", "sweep", "claims", "budget"), default=None,
+    ap.add_argument("--only", choices=("memory", "sweep", "claims", "budget", "joint"),
+                    default=None,
                     help="measure one part only and print it")
     args = ap.parse_args(argv)
     reps = args.reps or (2 if args.quick else 5)
@@ -471,6 +556,11 @@ def main(argv=None) -> int:
         result = {"budget": memory_budget(ds)}
         print(json.dumps(result["budget"]))
         print(budget_lines(result["budget"]))
+        return 0
+    if args.only == "joint":
+        result = {"joint": joint_times(ds, joint_sizes(ds, args.quick))}
+        print(json.dumps(result["joint"]))
+        print(joint_lines(result["joint"]))
         return 0
     if args.only == "claims":
         print(json.dumps(claims_times(ds, *((300, 1000) if args.quick else (1000, 30_000)))))
@@ -507,6 +597,8 @@ def main(argv=None) -> int:
         print("claims:", result["claims"], flush=True)
     result["budget"] = memory_budget(ds)
     print("budget:", result["budget"], flush=True)
+    result["joint"] = joint_times(ds, joint_sizes(ds, args.quick))
+    print("joint:", result["joint"], flush=True)
     result["memory"] = peak_memory(*((2000, 100) if args.quick or ds.is_fallback else (50_000, 1000)))
     print("memory:", result["memory"], flush=True)
     if args.quick:

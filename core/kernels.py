@@ -185,6 +185,10 @@ if AVAILABLE:
         # over all G * K rows, so a scaled row in xb serves every model; only finishing a
         # row goes group by group. Per-row outputs are (G, n); group g's residuals are
         # added to acc[slots[g]] (n, K).
+        # With G * K rows there are pairs to share: each load of xb serves two weight rows
+        # (16 sums in registers), which measured 1.2x faster for the logits in float32 and
+        # 1.7x in float64. For the gradient, pairs help float64 the same way but were
+        # slower in float32, which keeps one row at a time.
         n, d = X8.shape
         GK = W.shape[0]
         K = GK // groups
@@ -207,33 +211,47 @@ if AVAILABLE:
                             xb[r, j] = X8[i0 + r, j] * scale
                     else:
                         xb[r, :] = 0
-                for k in range(GK):
-                    s0 = b[k]
-                    s1 = b[k]
-                    s2 = b[k]
-                    s3 = b[k]
-                    s4 = b[k]
-                    s5 = b[k]
-                    s6 = b[k]
-                    s7 = b[k]
+                for k in range(0, GK - 1, 2):
+                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = b[k]
+                    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = b[k + 1]
                     for j in range(d):
                         w = W[k, j]
-                        s0 += w * xb[0, j]
-                        s1 += w * xb[1, j]
-                        s2 += w * xb[2, j]
-                        s3 += w * xb[3, j]
-                        s4 += w * xb[4, j]
-                        s5 += w * xb[5, j]
-                        s6 += w * xb[6, j]
-                        s7 += w * xb[7, j]
-                    z[0, k] = s0
-                    z[1, k] = s1
-                    z[2, k] = s2
-                    z[3, k] = s3
-                    z[4, k] = s4
-                    z[5, k] = s5
-                    z[6, k] = s6
-                    z[7, k] = s7
+                        v = W[k + 1, j]
+                        x0 = xb[0, j]
+                        x1 = xb[1, j]
+                        x2 = xb[2, j]
+                        x3 = xb[3, j]
+                        x4 = xb[4, j]
+                        x5 = xb[5, j]
+                        x6 = xb[6, j]
+                        x7 = xb[7, j]
+                        s0 += w * x0
+                        s1 += w * x1
+                        s2 += w * x2
+                        s3 += w * x3
+                        s4 += w * x4
+                        s5 += w * x5
+                        s6 += w * x6
+                        s7 += w * x7
+                        t0 += v * x0
+                        t1 += v * x1
+                        t2 += v * x2
+                        t3 += v * x3
+                        t4 += v * x4
+                        t5 += v * x5
+                        t6 += v * x6
+                        t7 += v * x7
+                    z[0, k], z[1, k], z[2, k], z[3, k] = s0, s1, s2, s3
+                    z[4, k], z[5, k], z[6, k], z[7, k] = s4, s5, s6, s7
+                    z[0, k + 1], z[1, k + 1], z[2, k + 1], z[3, k + 1] = t0, t1, t2, t3
+                    z[4, k + 1], z[5, k + 1], z[6, k + 1], z[7, k + 1] = t4, t5, t6, t7
+                if GK % 2:  # the odd row left over
+                    k = GK - 1
+                    for r in range(8):
+                        s = b[k]
+                        for j in range(d):
+                            s += W[k, j] * xb[r, j]
+                        z[r, k] = s
                 for r in range(8):
                     if r < m:
                         i = i0 + r
@@ -247,22 +265,37 @@ if AVAILABLE:
                                     a[k] += zg[k]
                     else:
                         z[r, :] = 0  # padding rows pull on nothing
-                if want_grad:
-                    for k in range(GK):
-                        g0 = z[0, k]
-                        g1 = z[1, k]
-                        g2 = z[2, k]
-                        g3 = z[3, k]
-                        g4 = z[4, k]
-                        g5 = z[5, k]
-                        g6 = z[6, k]
-                        g7 = z[7, k]
-                        gb[k] += g0 + g1 + g2 + g3 + g4 + g5 + g6 + g7
-                        for j in range(d):
-                            G[k, j] += g0 * xb[0, j] + g1 * xb[1, j] + g2 * xb[2, j] \
-                                + g3 * xb[3, j] + g4 * xb[4, j] + g5 * xb[5, j] \
-                                + g6 * xb[6, j] + g7 * xb[7, j]
-
+                if not want_grad:
+                    continue
+                paired = 0 if W.itemsize == 4 else GK - GK % 2
+                for k in range(0, paired, 2):
+                    g0, g1, g2, g3 = z[0, k], z[1, k], z[2, k], z[3, k]
+                    g4, g5, g6, g7 = z[4, k], z[5, k], z[6, k], z[7, k]
+                    h0, h1, h2, h3 = z[0, k + 1], z[1, k + 1], z[2, k + 1], z[3, k + 1]
+                    h4, h5, h6, h7 = z[4, k + 1], z[5, k + 1], z[6, k + 1], z[7, k + 1]
+                    gb[k] += g0 + g1 + g2 + g3 + g4 + g5 + g6 + g7
+                    gb[k + 1] += h0 + h1 + h2 + h3 + h4 + h5 + h6 + h7
+                    for j in range(d):
+                        x0 = xb[0, j]
+                        x1 = xb[1, j]
+                        x2 = xb[2, j]
+                        x3 = xb[3, j]
+                        x4 = xb[4, j]
+                        x5 = xb[5, j]
+                        x6 = xb[6, j]
+                        x7 = xb[7, j]
+                        G[k, j] += g0 * x0 + g1 * x1 + g2 * x2 + g3 * x3 \
+                            + g4 * x4 + g5 * x5 + g6 * x6 + g7 * x7
+                        G[k + 1, j] += h0 * x0 + h1 * x1 + h2 * x2 + h3 * x3 \
+                            + h4 * x4 + h5 * x5 + h6 * x6 + h7 * x7
+                for k in range(paired, GK):
+                    g0, g1, g2, g3 = z[0, k], z[1, k], z[2, k], z[3, k]
+                    g4, g5, g6, g7 = z[4, k], z[5, k], z[6, k], z[7, k]
+                    gb[k] += g0 + g1 + g2 + g3 + g4 + g5 + g6 + g7
+                    for j in range(d):
+                        G[k, j] += g0 * xb[0, j] + g1 * xb[1, j] + g2 * xb[2, j] \
+                            + g3 * xb[3, j] + g4 * xb[4, j] + g5 * xb[5, j] \
+                            + g6 * xb[6, j] + g7 * xb[7, j]
 
 def _compile(cache: bool) -> None:
     """Compile ``_finish_row``, ``_pass`` and ``_pass_groups``, with Numba's disk cache or

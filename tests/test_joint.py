@@ -19,8 +19,12 @@ PAGE_VARIANTS = ({"l2": 0.0, "l1": 0.0}, {"l2": 0.001}, {"l2": 0.01}, {"l1": 0.0
 #: overfits within 200 iterations (so the test split is measured at two snapshots), and one
 #: that diverges within a few.
 OVERFITTING, DIVERGING = 8.0, 16.0
-#: Largest difference allowed, relative to the largest entry of the array compared.
+#: Largest difference allowed, relative to the largest entry of the array compared. float32
+#: rounding differs between products blocked differently (about 3e-7 after 200 steps at
+#: 1/L here); a step far beyond the stability limit 2/L (OVERFITTING is about 45/L)
+#: amplifies it, to about 3e-4 in float32, so that run has its own tolerance.
 RTOL = {"float64": 1e-9, "float32": 2e-5}
+RTOL_BEYOND_LIMIT = {"float64": 1e-9, "float32": 3e-3}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +58,8 @@ def recorded(run) -> dict[str, np.ndarray]:
 PREDICTED = ("learned_at", "forgetting_events", "records.train.pred", "records.val.pred")
 
 
-def assert_same_run(alone, joint, dtype: str) -> None:
-    """``joint`` equals ``alone`` in every recorded array, up to ``RTOL[dtype]`` relative to
+def assert_same_run(alone, joint, dtype: str, rtol: dict = RTOL) -> None:
+    """``joint`` equals ``alone`` in every recorded array, up to ``rtol[dtype]`` relative to
     each array's largest entry, with the same step, smoothness, stop and reason."""
     assert joint.config == alone.config
     assert joint.stop_reason == alone.stop_reason
@@ -78,7 +82,7 @@ def assert_same_run(alone, joint, dtype: str) -> None:
         assert np.array_equal(np.isnan(x), np.isnan(y)), name
         seen = ~np.isnan(x)
         scale = np.abs(x[seen]).max(initial=0.0)
-        assert np.abs(x[seen] - y[seen]).max(initial=0.0) <= RTOL[dtype] * scale, name
+        assert np.abs(x[seen] - y[seen]).max(initial=0.0) <= rtol[dtype] * scale, name
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -100,7 +104,8 @@ def test_joint_training_equals_separate_runs_on_digits(digits, model, dtype, bac
     assert [run.diverged for run in alone] == [False] * 5 + [True]
     assert alone[5].iterations_done < 10
     for a, b in zip(alone, joint):
-        assert_same_run(a, b, dtype)
+        beyond = a.learning_rate * a.smoothness > 2
+        assert_same_run(a, b, dtype, RTOL_BEYOND_LIMIT if beyond else RTOL)
 
 
 @pytest.mark.realdata
@@ -111,7 +116,7 @@ def test_joint_training_equals_separate_runs_on_fashion_mnist(fashion_dir, backe
     ds = load_dataset("fashion-mnist", data_dir=fashion_dir)
     for model in ("softmax", "ovr"):
         for dtype in ("float64", "float32"):
-            base = TrainConfig(model=model, n_train=300, iterations=120, dtype=dtype,
+            base = TrainConfig(model=model, n_train=300, iterations=60, dtype=dtype,
                                n_val=300)
             cfgs = [base.replace(**p) for p in PAGE_VARIANTS]
             joint = train_many(ds, cfgs, backend=backend)
@@ -191,7 +196,7 @@ def test_joint_training_holds_no_more_memory_than_the_runs_alone(digits):
     peaks (the stacked weights, logits and gradients add up the runs' own)."""
     import tracemalloc
 
-    base = TrainConfig(n_train=1000, iterations=150, n_val=300, dtype="float64")
+    base = TrainConfig(n_train=600, iterations=60, n_val=200, dtype="float64")
     cfgs = [base.replace(**p) for p in PAGE_VARIANTS]
 
     def peak(fn) -> int:
@@ -205,3 +210,40 @@ def test_joint_training_holds_no_more_memory_than_the_runs_alone(digits):
     alone = sum(peak(lambda cfg=cfg: train(digits, cfg, backend="numpy")) for cfg in cfgs)
     joint = peak(lambda: train_many(digits, cfgs, backend="numpy"))
     assert joint <= alone
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", ["softmax", "ovr"])
+@pytest.mark.parametrize("n_classes,groups", [(3, 3), (10, 4), (4, 1)])
+def test_a_grouped_pass_gives_each_model_what_its_own_pass_gives(model, backend, n_classes,
+                                                                   groups):
+    """One pass over stacked weights equals G single passes of the numpy backend: loss,
+    prediction, p(true), ||p - e_y||, gradient and residual sums (odd G K included, which
+    the compiled kernel handles apart from its pairs of rows)."""
+    from core.objective import make_pass
+
+    rng = np.random.default_rng(3)
+    n, d, K = 203, 37, n_classes  # rows not a multiple of the kernel's blocks of 8
+    X8 = rng.integers(0, 256, size=(n, d), dtype=np.uint8)
+    y = rng.integers(0, K, size=n)
+    W = rng.normal(scale=0.05, size=(groups * K, d))
+    b = rng.normal(scale=0.5, size=groups * K)
+    dtype = np.dtype("float64")
+    grouped = make_pass(backend, X8, y, K, dtype, model)
+    acc = grouped.accumulate_groups(groups + 1)
+    slots = np.arange(groups)[::-1] + 1  # slot 0 stays untouched
+    outs, gW, gb = grouped.run_groups(W, b, groups, want_grad=True, want_records=True,
+                                      slots=slots)
+    for g in range(groups):
+        rows = slice(g * K, (g + 1) * K)
+        alone = make_pass("numpy", X8, y, K, dtype, model)
+        own = alone.accumulate()
+        out = alone.run(W[rows], b[rows], want_grad=True, want_records=True)
+        for name in ("loss", "p_true", "resid"):
+            assert np.allclose(getattr(outs[g], name), getattr(out, name), rtol=1e-12,
+                               atol=1e-12), name
+        assert np.array_equal(outs[g].pred, out.pred)
+        assert np.allclose(gW[rows], out.grad_W, rtol=1e-11, atol=1e-11)
+        assert np.allclose(gb[rows], out.grad_b, rtol=1e-11, atol=1e-11)
+        assert np.allclose(acc[slots[g]], own, rtol=1e-12, atol=1e-12)
+    assert not acc[0].any()
