@@ -21,6 +21,7 @@ weights.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Callable
@@ -99,6 +100,7 @@ def train(
     progress_interval: float = 0.1,
     backend: str | None = None,
     record: bool = True,
+    on_snapshot: Callable[[int, np.ndarray, np.ndarray, float], None] | None = None,
 ) -> Run:
     """Train ``cfg`` on ``ds`` from zero weights by gradient descent or L-BFGS.
 
@@ -116,6 +118,17 @@ def train(
     record : bool
         False stores only iterations 0 and T and skips the per-example
         bookkeeping: for measuring what recording costs, not for the app.
+    on_snapshot : callable, optional
+        Called as ``on_snapshot(t, W, b, loss)`` each time the run stores a
+        snapshot, in order of ``t`` (the run's ``snapshot_iterations``): ``W``
+        (K, d) and ``b`` (K,) are copies of iteration ``t``'s weights in the
+        run's dtype (``run.weights(t)``, ``run.bias(t)``) and ``loss`` its mean
+        training loss (``run.history["train_loss"][t]``). For showing a run
+        while it trains; it runs in the training thread, so it should be quick,
+        and it may raise (:class:`TrainingCancelled`) to abandon the run. L-BFGS
+        calls it while its iterates are replayed, after the optimizer has run.
+        A diverged run's last good iterate, stored as its final snapshot when
+        training ends, is reported then unless it was a snapshot already.
 
     Returns
     -------
@@ -154,7 +167,7 @@ def train(
             _descend(rec, passes["train"], cfg, lr,
                      _Ticker(progress, T, progress_interval))
 
-    rec = Recorder(passes, X8, K, cfg, T, lr, L, finished, record)
+    rec = Recorder(passes, X8, K, cfg, T, lr, L, finished, record, on_snapshot=on_snapshot)
     if record and cfg.optimizer != "lbfgs":
         rec.sum_residuals(passes["train"].accumulate())
     loop_started = time.perf_counter()
@@ -182,6 +195,7 @@ def train_many(
     progress_interval: float = 0.1,
     backend: str | None = None,
     progress_each: Callable[[int, int, int], None] | None = None,
+    on_snapshot: Callable[[int, int, np.ndarray, np.ndarray, float], None] | None = None,
 ) -> list[Run]:
     """Train several gradient-descent configs together, reading the images once per step.
 
@@ -218,6 +232,11 @@ def train_many(
         ``progress_each(i, done_i, total)`` per config at the same moments, with
         ``done_i`` the iterations config ``i`` has reached (a diverged one stays at
         its last good iteration).
+    on_snapshot : callable, optional
+        ``on_snapshot(i, t, W, b, loss)``: :func:`train`'s hook with the config's
+        index ``i`` first, called for each config at each of its snapshots (the
+        configs share one schedule, so at one ``t`` it is called for every config
+        still training, in order of ``i``).
 
     Returns
     -------
@@ -248,8 +267,11 @@ def train_many(
     lrs = [1.0 / L if cfg.learning_rate == "auto" else float(cfg.learning_rate)
            for cfg, L in zip(cfgs, Ls)]
     x_norm = row_norms(X8)
+    hooks = [None if on_snapshot is None else functools.partial(on_snapshot, v)
+             for v in range(len(cfgs))]
     recs = [Recorder(passes, X8, K, cfg, T, lr, L, f"Finished all {T:,} iterations.",
-                     x_norm=x_norm) for cfg, lr, L in zip(cfgs, lrs, Ls)]
+                     x_norm=x_norm, on_snapshot=hook)
+            for cfg, lr, L, hook in zip(cfgs, lrs, Ls, hooks)]
     acc = passes["train"].accumulate_groups(len(cfgs))
     for v, rec in enumerate(recs):
         rec.sum_residuals(acc[v])
@@ -500,11 +522,14 @@ class Recorder:
     x_norm : (n,) float64, optional
         ``||x_i||`` of the training rows when already computed (runs trained together
         share it).
+    on_snapshot : callable, optional
+        ``on_snapshot(t, W, b, loss)`` after each snapshot is stored (see :func:`train`).
     """
 
     def __init__(self, passes: dict, X8: np.ndarray, n_classes: int, cfg: TrainConfig, T: int,
                  lr: float, L: float, finished: str, record: bool = True,
-                 x_norm: np.ndarray | None = None):
+                 x_norm: np.ndarray | None = None,
+                 on_snapshot: Callable[[int, np.ndarray, np.ndarray, float], None] | None = None):
         self.passes, self.cfg, self.T, self.lr, self.L = passes, cfg, T, lr, L
         self.y = passes["train"].y
         self.counting = record
@@ -530,6 +555,7 @@ class Recorder:
         self.closed: tuple[int, np.ndarray] | None = None  # (S, snaps), set by finish
         self.edges = np.zeros(0, dtype=np.int64)
         self.residual_sums = np.zeros((0, n, n_classes), dtype=np.float32)
+        self.on_snapshot = on_snapshot
 
     def sum_residuals(self, acc: np.ndarray) -> None:
         """Store ``acc`` at the :func:`residual_edges`: the training pass's running sum
@@ -575,6 +601,8 @@ class Recorder:
             self.correct_prev = correct
         if self.is_snapshot(t):
             self._store(self.slot, W, b, out, val)
+            if self.on_snapshot is not None:
+                self._report(self.slot, t)
             self.slot += 1
         if self.acc is not None and t < self.T:
             # The pass at t has just added its residuals: the sum is now A_{t+1}.
@@ -604,6 +632,8 @@ class Recorder:
                 S = int((snaps[:S] < done).sum())
                 self._store(S, W, b, self.passes["train"].run(W, b, want_grad=False,
                                                               want_records=True))
+                if self.on_snapshot is not None and done not in snaps[:self.slot]:
+                    self._report(S, done)
                 snaps = np.append(snaps[:S], done)
                 S += 1
             self.closed = (S, snaps)
@@ -646,6 +676,11 @@ class Recorder:
             residual_iterations=self.edges[edges].copy(),
             residual_sums=self.residual_sums[edges].copy(),
         )
+
+    def _report(self, slot: int, t: int) -> None:
+        """Hand snapshot ``slot`` (iteration ``t``) to the ``on_snapshot`` hook, as copies."""
+        self.on_snapshot(t, self.snapshot_weights[slot].copy(),
+                         self.snapshot_biases[slot].copy(), float(self.history["train_loss"][t]))
 
     def _penalty(self, W: np.ndarray) -> float:
         cfg = self.cfg

@@ -21,7 +21,7 @@ from core.metrics import first_step_closed_form
 from core.objective import make_pass, objective_and_gradient, smoothness
 from core.run import footprint
 from core.runs import run_key
-from core.trainer import TrainingCancelled, snapshot_schedule, train
+from core.trainer import TrainingCancelled, snapshot_schedule, train, train_many
 
 
 BACKENDS = ["numpy"] + (["numba"] if kernels.AVAILABLE else [])
@@ -377,6 +377,68 @@ def test_progress_is_reported_and_can_cancel(digits):
     with pytest.raises(TrainingCancelled):
         train(digits, TrainConfig(n_train=200, iterations=300, n_val=50),
               progress=cancel, progress_interval=0.0)
+
+
+def assert_hook_saw_the_snapshots(calls, run) -> None:
+    """The ``on_snapshot`` calls ``[(t, W, b, loss), ...]`` are one per stored snapshot, in
+    order, each with that snapshot's weights, bias and training loss, as copies."""
+    assert [t for t, *_ in calls] == run.snapshot_iterations.tolist()
+    for t, W, b, loss in calls:
+        assert W.dtype == b.dtype == np.dtype(run.config.dtype)
+        assert W.shape == run.snapshot_weights.shape[1:]
+        assert b.shape == run.snapshot_biases.shape[1:]
+        assert np.array_equal(W.reshape(run.weights(t).shape), run.weights(t))
+        assert np.array_equal(b, run.bias(t))
+        assert loss == run.history["train_loss"][t] and isinstance(loss, float)
+    if len(calls) > 1:  # copies: the run's record is not the hook's array
+        assert not np.shares_memory(calls[-1][1], run.snapshot_weights)
+        assert not np.array_equal(calls[1][1], calls[-1][1])
+
+
+@pytest.mark.parametrize("optimizer,backend", [("gd", b) for b in BACKENDS]
+                         + [("lbfgs", BACKENDS[-1])])
+def test_snapshot_hook_sees_every_stored_snapshot_as_the_run_records_it(digits, optimizer,
+                                                                        backend):
+    # 300 steps: a log-spaced schedule (not every step), the hook called at its 60-odd points.
+    T = 300 if optimizer == "gd" else 20
+    cfg = TrainConfig(n_train=200, iterations=T, n_val=50, optimizer=optimizer, l2=0.001,
+                      dtype="float32" if optimizer == "gd" else "float64")
+    calls = []
+    run = train(digits, cfg, backend=backend,
+                on_snapshot=lambda t, W, b, loss: calls.append((t, W, b, loss)))
+    if optimizer == "gd":
+        assert 60 <= len(calls) < T
+    assert_hook_saw_the_snapshots(calls, run)
+    # The hook changes nothing.
+    assert np.array_equal(train(digits, cfg, backend=backend).snapshot_weights,
+                          run.snapshot_weights)
+
+
+def test_snapshot_hook_of_a_diverged_run_ends_at_its_last_good_iterate(digits):
+    calls = []
+    run = train(digits, TrainConfig(n_train=200, iterations=200, learning_rate=1000.0, n_val=50),
+                on_snapshot=lambda t, W, b, loss: calls.append((t, W, b, loss)))
+    assert run.diverged
+    assert_hook_saw_the_snapshots(calls, run)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_snapshot_hook_of_joint_training_reports_each_config_by_its_index(digits, backend):
+    cfg = TrainConfig(n_train=200, iterations=300, n_val=50)
+    # The third diverges within a few steps while the others go on.
+    cfgs = [cfg, cfg.replace(l2=0.01, l1=0.0003), cfg.replace(learning_rate=1000.0)]
+    calls = {i: [] for i in range(len(cfgs))}
+    order = []
+
+    def hook(i, t, W, b, loss):
+        calls[i].append((t, W, b, loss))
+        order.append(t)
+
+    runs = train_many(digits, cfgs, backend=backend, on_snapshot=hook)
+    assert runs[2].diverged and not runs[0].diverged
+    for i, run in enumerate(runs):
+        assert_hook_saw_the_snapshots(calls[i], run)
+    assert order == sorted(order)
 
 
 @pytest.mark.parametrize("changes,field", [
