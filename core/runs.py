@@ -63,8 +63,15 @@ RELEASE_GRACE = 2.0
 class Job:
     """One training run in a background thread, watched by any number of sessions."""
 
-    def __init__(self, key: str, ds: Dataset, cfg: TrainConfig, persist: bool = True):
+    def __init__(self, key: str, ds: Dataset, cfg: TrainConfig, persist: bool = True,
+                 background: bool = False, yield_to: Callable[["Job"], None] | None = None):
         self.key, self.cfg, self.persist = key, cfg, persist
+        #: Started by the server (warm-up), not a viewer: it takes no training slot and
+        #: pauses while any viewer's training runs or waits (``yield_to``); a viewer
+        #: asking for the same run makes it a viewer's job.
+        self.background = background
+        self._yield_to = yield_to
+        self.paused = False  # a background job waiting for viewers' trainings to end
         self.queued = True  # waiting for a free training slot
         self.watchers: set[str] = set()  # sessions waiting for this run
         self.done_steps, self.total_steps = 0, int(cfg.iterations)
@@ -78,6 +85,8 @@ class Job:
 
     def _progress(self, done: int, total: int) -> None:
         self.done_steps, self.total_steps = done, total
+        if self.background and self._yield_to is not None:
+            self._yield_to(self)
         if self.cancelled.is_set():
             raise TrainingCancelled(f"Training {self.key} was cancelled.")
 
@@ -174,18 +183,52 @@ class RunStore:
 
     # -- jobs --------------------------------------------------------------------
     def request(self, ds: Dataset, cfg: TrainConfig, persist: bool = True,
-                watcher: str | None = None) -> Run | Job:
+                watcher: str | None = None, background: bool = False) -> Run | Job:
         """The finished run if there is one, else the (possibly shared) job training it.
 
         ``persist=False`` keeps the run off the disk cache (runs on uploaded data).
-        ``watcher`` names the session waiting for it (see :meth:`leave`).
+        ``watcher`` names the session waiting for it (see :meth:`leave`). ``background``
+        (the server's warm-up) trains it at the lowest priority: it pauses within a
+        progress interval (0.1 s) whenever a viewer's training runs or waits, and it
+        takes no training slot. A viewer's request for a background job promotes it.
         """
-        got = self._request(ds, cfg, persist)
+        got = self._request(ds, cfg, persist, background)
+        if isinstance(got, Job) and not background and got.background:
+            got.background = False
+            log.info("training %s is now a viewer's (was background)", got.key)
         if watcher is not None and isinstance(got, Job):
             with self._lock:
                 got.watchers.add(watcher)
                 got.departing.pop(watcher, None)  # back within its grace: still waiting
         return got
+
+    def has(self, ds: Dataset, cfg: TrainConfig) -> bool:
+        """Whether the run for ``cfg`` is finished, in memory or on disk, without reading
+        it (for a status line; :meth:`cached` may still refuse a damaged file)."""
+        key = run_key(ds.fingerprint, cfg)
+        with self._lock:
+            if key in self._memory:
+                return True
+        path = self._path(key)
+        return path is not None and path.is_file()
+
+    def viewers_training(self) -> bool:
+        """Whether a viewer's training runs or waits for a slot."""
+        with self._lock:
+            return any(not j.background and not j.finished.is_set()
+                       for j in self._jobs.values())
+
+    def _yield(self, job: Job) -> None:
+        """A background job's pause: wait while viewers train (or until it is cancelled)."""
+        paused = False
+        while self.viewers_training() and job.background and not job.cancelled.is_set():
+            if not paused:
+                log.info("training %s (background) paused for a viewer's training", job.key)
+                paused = job.paused = True
+            time.sleep(0.05)
+        if paused:
+            job.paused = False
+            log.info("training %s (background) resumed", job.key)
 
     def leave(self, key: str, watcher: str, why: str = "cancelled by its viewer") -> int:
         """``watcher`` stops waiting for job ``key``; the job is cancelled when nobody
@@ -226,7 +269,8 @@ class RunStore:
         timer.start()
         return timer
 
-    def _request(self, ds: Dataset, cfg: TrainConfig, persist: bool) -> Run | Job:
+    def _request(self, ds: Dataset, cfg: TrainConfig, persist: bool,
+                 background: bool = False) -> Run | Job:
         run = self.cached(ds, cfg)
         if run is not None:
             return run
@@ -238,7 +282,7 @@ class RunStore:
             run = self._memory.get(key)
             if run is not None:
                 return run
-            job = Job(key, ds, cfg, persist)
+            job = Job(key, ds, cfg, persist, background=background, yield_to=self._yield)
             self._jobs[key] = job
             self.trainings += 1
         threading.Thread(target=self._work, args=(job,), name=f"train-{key}", daemon=True).start()
@@ -257,11 +301,15 @@ class RunStore:
     def _work(self, job: Job) -> None:
         try:
             # Wait for a slot, but give up at once if everybody stops waiting meanwhile.
-            log.info("training %s queued: %s", job.key, job.cfg)
-            while not self._slots.acquire(timeout=0.1):
+            log.info("training %s queued%s: %s", job.key,
+                     " (background)" if job.background else "", job.cfg)
+            slot = self._slots if not job.background else _NoSlot()
+            while not slot.acquire(timeout=0.1):
                 if job.cancelled.is_set():
                     log.info("training %s dropped from the queue", job.key)
                     raise TrainingCancelled(f"Training {job.key} was cancelled before it started.")
+            if job.background:
+                self._yield(job)  # starts only when no viewer trains
             try:
                 job.queued = False
                 if job.cancelled.is_set():
@@ -272,7 +320,7 @@ class RunStore:
                 run = train(job._ds, job.cfg, progress=job._progress,
                             backend=self._backend())
             finally:
-                self._slots.release()
+                slot.release()
             self._remember(job.key, run)
             if job.persist:
                 self._save(job.key, run)
@@ -399,6 +447,16 @@ _TEMP_FILE = re.compile(r"\.tmp-[A-Za-z0-9_-]{1,64}\.npz")
 #: per process rather than per open file, so this process's own writes look unlocked
 #: to it there: they are known by name instead.
 _WRITING: set[str] = set()
+
+
+class _NoSlot:
+    """What a background job takes instead of a training slot: nothing."""
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
 
 
 def _cache_files(folder: Path | None) -> list[tuple[Path, os.stat_result]]:

@@ -157,3 +157,134 @@ if __name__ == "__main__":  # the compiling child
     for _dtype in DTYPES:
         call_kernel(_dtype)
     print(f"compiled kernel ready: {signatures()} signatures, cached={kernels.CACHED}")
+
+
+# --------------------------------------------------------------------------- presets
+
+def warm_mode(environ=None) -> str:
+    """What the server trains in the background after start-up, from ``WEIGHTSCOPE_WARM``:
+    "all" (unset, "on": Home's default run, then every preset's runs), "default" (Home's
+    default run only) or "off"."""
+    value = (os.environ if environ is None else environ).get("WEIGHTSCOPE_WARM", "")
+    value = value.strip().lower()
+    if value in ("off", "0", "no", "false"):
+        return "off"
+    if value == "default":
+        return "default"
+    if value not in ("", "on", "1", "yes", "true", "all"):
+        from core.env import warn_once
+        warn_once(f"WEIGHTSCOPE_WARM={value[:40]!r} is not on, off or default; using on.")
+    return "all"
+
+
+def preset_runs(preset, ds) -> list:
+    """The configs a preset's pages show on data ``ds``, its own run first: the
+    Overfitting page's penalty variants (gradient descent keeps the L1 one) and First
+    step's float64 step (known once the preset's run is, see :func:`first_step_run`)."""
+    from core.settings import OVERFITTING_VARIANTS
+
+    cfg = preset.settings.config()
+    out = [cfg]
+    for _, penalty in OVERFITTING_VARIANTS:
+        if cfg.optimizer == "lbfgs" and penalty["l1"] > 0:
+            continue
+        variant = cfg.replace(**penalty)
+        if variant not in out:
+            out.append(variant)
+    return out
+
+
+def first_step_run(run, ds):
+    """The float64 single step First step trains beside ``run`` (None for L-BFGS)."""
+    from core import analysis
+
+    if run.config.optimizer == "lbfgs":
+        return None
+    a = analysis.first_step_scale(run, analysis.first_step(run, ds))
+    return run.config.replace(iterations=1, dtype="float64", learning_rate=a)
+
+
+class PresetWarmer:
+    """Trains the presets' runs in the background, one at a time, so that a preset's link
+    opens at once (they stay in the disk cache for the next server too).
+
+    Parameters
+    ----------
+    store : core.runs.RunStore
+    items : callable
+        Returns ``[(preset, ds), ...]``: the presets this server offers and their data.
+    kernel : KernelWarmup, optional
+        Waited for first, so that warm-up trains on the compiled kernel.
+    """
+
+    def __init__(self, store, items, kernel: KernelWarmup | None = None, first=None):
+        self.store, self._items, self.kernel = store, items, kernel
+        self._first = first  # returns [(ds, cfg), ...] to train before the presets
+        self.state = "waiting"  # "warming", "done", "failed"
+        self.current: str | None = None  # the preset being warmed
+        self.seconds: float | None = None
+        self.done_event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "PresetWarmer":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="preset-warmup", daemon=True)
+            self._thread.start()
+        return self
+
+    def ready(self, preset, ds) -> bool:
+        """Whether every run of ``preset`` on ``ds`` is finished (memory or disk)."""
+        return all(self.store.has(ds, c) for c in preset_runs(preset, ds))
+
+    def _train(self, ds, cfg) -> object:
+        if cfg.problems(ds):  # over this server's work cap: viewers get the message
+            return None
+        got = self.store.request(ds, cfg, background=True)
+        if hasattr(got, "wait"):
+            got.wait()
+            if got.error is not None:
+                raise got.error
+            return got.run
+        return got
+
+    def _work(self) -> None:
+        started = time.monotonic()
+        _lowest_priority()
+        try:
+            if self.kernel is not None:
+                self.kernel.ready_event.wait()
+            self.state = "warming"
+            trained = 0
+            for ds, cfg in (self._first() if self._first else ()):
+                self._train(ds, cfg)
+            for preset, ds in self._items():
+                self.current = preset.title
+                t0 = time.monotonic()
+                runs = [self._train(ds, c) for c in preset_runs(preset, ds)]
+                extra = (first_step_run(runs[0], ds)
+                         if preset.page == "First_step" and runs[0] is not None else None)
+                if extra is not None:
+                    self._train(ds, extra)
+                trained += 1
+                log.info("warm-up: preset %r ready after %.1f s", preset.title,
+                         time.monotonic() - t0)
+        except Exception as exc:  # noqa: BLE001 - warm-up is a courtesy; viewers train anyway
+            self.state = "failed"
+            log.warning("warm-up stopped (%s: %s); presets train when first opened",
+                        type(exc).__name__, exc)
+        else:
+            self.state = "done"
+            self.seconds = time.monotonic() - started
+            log.info("warm-up: %d presets ready after %.1f s; the run cache holds %.0f MB "
+                     "on disk", trained, self.seconds, self.store.disk_bytes / 2**20)
+        finally:
+            self.current = None
+            self.done_event.set()
+
+
+def _lowest_priority() -> None:
+    """Lower this thread's CPU priority to the lowest (Linux: per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass

@@ -132,7 +132,9 @@ def chromium() -> Path:
 class Server:
     """A ``streamlit run app.py`` child process in its own process group."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, root: Path = ROOT):
+        """``root``: the checkout whose app.py to serve (the benchmark serves an older one
+        beside this one)."""
         self.log_path = tmp / "streamlit.log"
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -149,7 +151,7 @@ class Server:
             [sys.executable, "-m", "streamlit", "run", "app.py",
              "--server.port", str(self.port), "--server.address", "127.0.0.1",
              "--server.headless", "true"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
 
     def log_tail(self, chars: int = 4000) -> str:

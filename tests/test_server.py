@@ -828,3 +828,40 @@ def test_a_link_over_the_memory_bound_is_refused_and_trains_nothing(
             assert "queued: TrainConfig(model='softmax', n_train=300, iterations=60" not in log
         finally:
             ctx.close()
+
+
+# --------------------------------------------------------------------------- warm-up
+
+@pytest.mark.browser
+def test_home_opens_from_the_warm_up_without_a_viewer_training(chromium, fashion_dir, browser,
+                                                               tmp_path, monkeypatch):
+    """WEIGHTSCOPE_WARM=default: once the first page is opened, the server trains Home's
+    default run in the background (after warming the kernel up) and keeps it; the next
+    visitor's Home shows it without any training of its own, and the log says the run was
+    trained as background work."""
+    from core.runs import run_key
+    from core.settings import DEFAULT
+    from core.data import load_dataset
+
+    monkeypatch.setenv("WEIGHTSCOPE_WARM", "default")
+    key = run_key(load_dataset("fashion-mnist", data_dir=fashion_dir).fingerprint,
+                  DEFAULT.config())
+    with Server(tmp_path) as server:
+        first = browser.new_context(viewport={"width": WIDTH, "height": 900}).new_page()
+        first.goto(f"{server.url}/?{urlencode({'n': '20', 'T': '2'})}")  # a tiny run
+        wait_for_log(server, f"training {key} queued (background)", 120)
+        wait_for_log(server, "warm-up: 0 presets ready", 300)
+        first.context.close()
+        ctx = browser.new_context(viewport={"width": WIDTH, "height": 900})
+        pg = ctx.new_page()
+        pg.goto(server.url)
+        pg.locator("[data-testid='stMetricValue']").first.wait_for()
+        wait_idle(pg)
+        assert pg.locator("[data-testid='stProgress']").count() == 0
+        log = server.log_tail(1 << 20)
+        queued = re.findall(rf"training {key} queued(.*?):", log)
+        assert queued == [" (background)"], queued  # trained once, by the warm-up
+        assert f"training {key} finished" in log
+        assert "kernel warm-up: the compiled kernel is ready" in log
+        assert_no_errors(pg, server)
+        ctx.close()

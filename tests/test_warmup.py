@@ -91,3 +91,95 @@ def test_after_the_warm_up_a_real_run_compiles_nothing_new(fashion_dir, tmp_path
     assert got["ready"] >= 4, got  # the pass and its row function, per dtype
     assert got["after"] == got["ready"], got
     assert got["backends"] == ["numba"], got
+
+
+# --------------------------------------------------------------------------- presets
+
+def _until(condition, what: str, timeout: float = 60.0) -> None:
+    """Wait for ``condition()`` (a thread of the store changes it), failing after ``timeout``."""
+    import threading
+    tick = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        tick.wait(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_a_background_training_pauses_while_a_viewer_trains_then_finishes(digits, monkeypatch):
+    """The warm-up's job takes no slot and stops stepping while a viewer's training runs or
+    waits; when the viewer's is done it goes on, and its run is the same as a viewer's."""
+    import threading
+
+    import core.runs
+    from core.trainer import train as real_train
+
+    release = threading.Event()
+
+    def held_for_viewers(ds, cfg, progress=None, backend=None):
+        if cfg.seed == 99:  # the viewer's run: held until released
+            release.wait(60)
+        return real_train(ds, cfg, progress=progress, backend="numpy")
+
+    monkeypatch.setattr(core.runs, "train", held_for_viewers)
+    store = RunStore(max_jobs=1)
+    long = TrainConfig(n_train=300, iterations=100_000, n_val=100)
+    bg = store.request(digits, long, background=True)
+    _until(lambda: bg.done_steps > 0, "the background job to start")
+    viewer = store.request(digits, long.replace(seed=99, iterations=5), watcher="s1")
+    assert not viewer.background and store.viewers_training()
+    _until(lambda: bg.paused, "the background job to pause")
+    held_at = bg.done_steps
+    assert not viewer.wait(0.3) and bg.done_steps == held_at, "it kept training"
+    release.set()
+    assert viewer.wait(60) and viewer.error is None
+    _until(lambda: bg.done_steps > held_at, "the background job to resume")
+    bg.cancel()
+    assert bg.wait(60)
+
+
+def test_a_viewer_asking_for_a_background_run_makes_it_a_viewers_job(digits):
+    store = RunStore()
+    cfg = TrainConfig(n_train=300, iterations=20_000, n_val=100)
+    bg = store.request(digits, cfg, background=True)
+    same = store.request(digits, cfg, watcher="s1")
+    assert same is bg and not bg.background and store.trainings == 1
+    bg.cancel()
+    bg.wait(60)
+
+
+def test_the_warm_up_trains_every_run_of_each_preset_once(digits):
+    """Each preset's own run, the Overfitting page's penalty variants and First step's
+    float64 step are in the store afterwards (without reading them: ``has``); a second
+    warm-up trains nothing."""
+    from core.settings import OVERFITTING_VARIANTS, Preset, Settings
+
+    presets = [Preset("tiny gd", "", Settings(dataset="digits", n_train=100, iterations=20),
+                      "First_step"),
+               Preset("tiny lbfgs", "", Settings(dataset="digits", n_train=100, iterations=5,
+                                                  optimizer="lbfgs"), "Trajectory")]
+    store = RunStore()
+    warm = warmup.PresetWarmer(store, lambda: [(p, digits) for p in presets],
+                               first=lambda: [(digits, TrainConfig(n_train=50, iterations=3))])
+    assert not any(warm.ready(p, digits) for p in presets)
+    warm.start()
+    assert warm.done_event.wait(300) and warm.state == "done"
+    assert all(warm.ready(p, digits) for p in presets)
+    gd = presets[0].settings.config()
+    expected = {gd, *(gd.replace(**pen) for _, pen in OVERFITTING_VARIANTS)}
+    assert all(store.has(digits, c) for c in expected)
+    first = warmup.first_step_run(store.get(digits, gd), digits)
+    assert first.dtype == "float64" and first.iterations == 1 and store.has(digits, first)
+    lbfgs = presets[1].settings.config()
+    assert not store.has(digits, lbfgs.replace(l1=0.0003)), "L1 needs gradient descent"
+    # 1 default + 4 gd variants + 1 float64 step + 3 L-BFGS variants (no L1)
+    assert store.trainings == 9
+    again = warmup.PresetWarmer(store, lambda: [(p, digits) for p in presets]).start()
+    assert again.done_event.wait(60) and store.trainings == 9
+
+
+@pytest.mark.parametrize("value, mode", [("", "all"), ("on", "all"), ("off", "off"),
+                                         ("0", "off"), ("default", "default"),
+                                         ("sometimes", "all")])
+def test_warm_mode_reads_weightscope_warm(value, mode):
+    assert warmup.warm_mode({"WEIGHTSCOPE_WARM": value}) == mode

@@ -24,7 +24,7 @@ from core.env import log
 from core.run import Run, nearest_iteration
 from ui import draw, sidebar, url
 from ui.draw import md
-from ui.resources import available_datasets, dataset, why_unavailable
+from ui.resources import available_datasets, dataset, preset_warmer, why_unavailable
 # PageStopped and stop are the frame's to offer: app.py catches one, pages call the other.
 from ui.training import PageStopped, get_run, show_run_status, stop  # noqa: F401
 from ui.uploads import take_upload, upload_messages, upload_ui
@@ -134,6 +134,10 @@ class Frame:
         Pages keep everything a part needs that is costly (runs, analyses) computed
         before it, in the full run: a fragment run reuses them (the closure's values).
         """
+        if self.has_part:
+            raise RuntimeError("A page draws at most one part: two fragments would both "
+                               "write the copy-link box.")
+
         @st.fragment
         def _part():
             again = self.closed  # a fragment run: the frame was closed by the last full run
@@ -351,6 +355,7 @@ def open_frame(nav) -> Frame:
     """Work out settings and data, draw the sidebar; stop with a message when a link asks
     for data this session cannot show."""
     started = time.perf_counter()
+    preset_warmer()  # the first page anyone opens starts the server's warm-up (once)
     ss = st.session_state
     spec = BY_PATH.get(nav.url_path, PAGES[0])
     st.set_page_config(page_title=f"{spec.heading} · Weightscope", page_icon="🧥",

@@ -115,6 +115,30 @@ def run_store() -> RunStore:
                     backend=warmup.shared().backend)
 
 
+@st.cache_resource
+def preset_warmer() -> "warmup.PresetWarmer | None":
+    """The server's background warm-up of the presets' runs (started at the first page
+    anyone opens; None with WEIGHTSCOPE_WARM=off). Home's default run goes first;
+    WEIGHTSCOPE_WARM=default warms that one only."""
+    mode = warmup.warm_mode()
+    if mode == "off":
+        env.log.info("warm-up of the presets is off (WEIGHTSCOPE_WARM=off)")
+        return None
+    from core.settings import DEFAULT, PRESETS
+
+    def items():
+        if mode == "default":
+            return []
+        fashion = _bundled("fashion-mnist")
+        return [(p, _bundled(p.settings.dataset)) for p in PRESETS
+                if not (p.settings.dataset == "fashion-mnist" and fashion.is_fallback)]
+
+    def first():
+        return [(_bundled(DEFAULT.dataset), DEFAULT.config())]
+
+    return warmup.PresetWarmer(run_store(), items, warmup.shared(), first=first).start()
+
+
 #: The most runs one page holds at once: the Overfitting page's four penalties.
 RUNS_PER_PAGE = 4
 
