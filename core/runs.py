@@ -36,7 +36,7 @@ from core.config import TrainConfig
 from core.env import log
 from core.data import Dataset
 from core.run import FORMAT_VERSION, Run, read_run, run_to_arrays
-from core.trainer import TrainingCancelled, default_backend, train
+from core.trainer import JOINT_FREE, TrainingCancelled, default_backend, train, train_many
 
 
 def run_key(fingerprint: str, cfg: TrainConfig) -> str:
@@ -72,6 +72,10 @@ class Job:
         self.background = background
         self._yield_to = yield_to
         self.paused = False  # a background job waiting for viewers' trainings to end
+        #: While it trains: (t, W, b) of the last snapshot stored, and the iterations and
+        #: mean training losses of the snapshots so far (for a page's live view).
+        self.latest: tuple | None = None
+        self.losses: tuple[tuple[int, ...], tuple[float, ...]] = ((), ())
         self.queued = True  # waiting for a free training slot
         self.watchers: set[str] = set()  # sessions waiting for this run
         self.done_steps, self.total_steps = 0, int(cfg.iterations)
@@ -89,6 +93,12 @@ class Job:
             self._yield_to(self)
         if self.cancelled.is_set():
             raise TrainingCancelled(f"Training {self.key} was cancelled.")
+
+    def _snapshot(self, t: int, W, b, loss: float) -> None:
+        """The trainer's ``on_snapshot``: keep the newest snapshot for the live view."""
+        self.latest = (int(t), W, b)
+        its, values = self.losses
+        self.losses = (its + (int(t),), values + (float(loss),))
 
     @property
     def elapsed(self) -> float:
@@ -202,6 +212,114 @@ class RunStore:
                 got.departing.pop(watcher, None)  # back within its grace: still waiting
         return got
 
+    def request_many(self, ds: Dataset, cfgs, persist: bool = True,
+                     watcher: str | None = None, background: bool = False) -> list:
+        """:meth:`request` for each of ``cfgs``, in order; those not finished or training
+        yet that can train together (gradient descent, differing only in
+        :data:`core.trainer.JOINT_FREE`) start as one joint training, one pass over the
+        images per step for all (:func:`core.trainer.train_many`). Each still has its own
+        job, shared with any session asking for that run alone; the joint training stops
+        when nobody waits for any of its runs."""
+        out: dict[int, Run | Job] = {}
+        new: list[tuple[int, TrainConfig]] = []
+        for i, cfg in enumerate(cfgs):
+            got = self.cached(ds, cfg)
+            if got is None:
+                with self._lock:
+                    job = self._jobs.get(run_key(ds.fingerprint, cfg))
+                    got = job if job is not None and not job.cancelled.is_set() else None
+            if got is None:
+                new.append((i, cfg))
+            else:
+                out[i] = got
+        groups: dict[tuple, list[tuple[int, TrainConfig]]] = {}
+        for i, cfg in new:
+            shared = tuple((k, v) for k, v in dataclasses.asdict(cfg).items()
+                           if k not in JOINT_FREE)
+            groups.setdefault(shared if cfg.optimizer == "gd" else (i,), []).append((i, cfg))
+        for members in groups.values():
+            if len(members) == 1 or len({c for _, c in members}) < len(members):
+                continue  # trained alone below (or asked twice: the first asks, the rest join)
+            jobs = []
+            with self._lock:
+                for i, cfg in members:
+                    key = run_key(ds.fingerprint, cfg)
+                    job = Job(key, ds, cfg, persist, background=background,
+                              yield_to=self._yield)
+                    self._jobs[key] = job
+                    self.trainings += 1
+                    jobs.append(job)
+                    out[i] = job
+            threading.Thread(target=self._work_many, args=(jobs, ds), daemon=True,
+                             name=f"train-{jobs[0].key}+{len(jobs) - 1}").start()
+        result = []
+        for i, cfg in enumerate(cfgs):
+            got = out[i] if i in out else self.request(ds, cfg, persist, background=background)
+            if isinstance(got, Job) and not background and got.background:
+                got.background = False
+            if watcher is not None and isinstance(got, Job):
+                with self._lock:
+                    got.watchers.add(watcher)
+                    got.departing.pop(watcher, None)
+            result.append(got)
+        return result
+
+    def _work_many(self, jobs: list[Job], ds: Dataset) -> None:
+        """Train ``jobs`` (configs train_many accepts together) as one joint training."""
+        keys = "+".join(j.key for j in jobs)
+        lead = jobs[0]
+
+        def progress(done: int, total: int) -> None:
+            if all(j.cancelled.is_set() for j in jobs):
+                raise TrainingCancelled(f"Training {keys} was cancelled.")
+            self._yield(lead, jobs)
+            for j in jobs:
+                j.total_steps = total
+
+        def each(i: int, done: int, total: int) -> None:
+            jobs[i].done_steps, jobs[i].total_steps = done, total
+
+        try:
+            log.info("training %s queued together: %d runs of %s", keys, len(jobs), lead.cfg)
+            background = all(j.background for j in jobs)
+            slot = self._slots if not background else _NoSlot()
+            while not slot.acquire(timeout=0.1):
+                if all(j.cancelled.is_set() for j in jobs):
+                    log.info("training %s dropped from the queue", keys)
+                    raise TrainingCancelled(f"Training {keys} was cancelled before it started.")
+            if background:
+                self._yield(lead, jobs)
+            try:
+                started = time.monotonic()
+                for j in jobs:
+                    j.queued, j.started = False, started
+                log.info("training %s started together", keys)
+                runs = train_many(ds, [j.cfg for j in jobs], progress=progress,
+                                  progress_each=each, backend=self._backend(),
+                                  on_snapshot=lambda i, *snap: jobs[i]._snapshot(*snap))
+            finally:
+                slot.release()
+            for job, run in zip(jobs, runs):
+                self._remember(job.key, run)
+                if job.persist:
+                    self._save(job.key, run)
+                job.run = run
+            log.info("training %s finished together in %.1f s", keys, runs[0].seconds)
+        except BaseException as exc:  # handed to every waiting session
+            if isinstance(exc, TrainingCancelled) and not lead.queued:
+                log.info("training %s stopped at step %d of %d", keys, lead.done_steps,
+                         lead.total_steps)
+            for job in jobs:
+                job.error = exc
+        finally:
+            with self._lock:
+                for job in jobs:
+                    job._ds = None
+                    if self._jobs.get(job.key) is job:
+                        del self._jobs[job.key]
+            for job in jobs:
+                job.finished.set()
+
     def has(self, ds: Dataset, cfg: TrainConfig) -> bool:
         """Whether the run for ``cfg`` is finished, in memory or on disk, without reading
         it (for a status line; :meth:`cached` may still refuse a damaged file)."""
@@ -212,16 +330,20 @@ class RunStore:
         path = self._path(key)
         return path is not None and path.is_file()
 
-    def viewers_training(self) -> bool:
-        """Whether a viewer's training runs or waits for a slot."""
+    def viewers_training(self, exclude=()) -> bool:
+        """Whether a viewer's training (other than ``exclude``'s) runs or waits for a slot."""
         with self._lock:
-            return any(not j.background and not j.finished.is_set()
+            return any(not j.background and not j.finished.is_set() and j not in exclude
                        for j in self._jobs.values())
 
-    def _yield(self, job: Job) -> None:
-        """A background job's pause: wait while viewers train (or until it is cancelled)."""
+    def _yield(self, job: Job, group=None) -> None:
+        """A background job's pause: wait while viewers train (or until it is cancelled).
+        ``group``: the jobs trained together with ``job``; it pauses only while all of them
+        are background work (a viewer asking for one of them makes the training theirs)."""
+        group = group or [job]
         paused = False
-        while self.viewers_training() and job.background and not job.cancelled.is_set():
+        while (all(j.background for j in group) and self.viewers_training(exclude=group)
+               and not job.cancelled.is_set()):
             if not paused:
                 log.info("training %s (background) paused for a viewer's training", job.key)
                 paused = job.paused = True
@@ -318,7 +440,7 @@ class RunStore:
                 job.started = time.monotonic()
                 log.info("training %s started: %s", job.key, job.cfg)
                 run = train(job._ds, job.cfg, progress=job._progress,
-                            backend=self._backend())
+                            backend=self._backend(), on_snapshot=job._snapshot)
             finally:
                 slot.release()
             self._remember(job.key, run)

@@ -44,13 +44,17 @@ def call_kernel(dtype: str) -> None:
     every signature real runs use is compiled (or loaded) here, not at a viewer's run."""
     from core.config import TrainConfig
     from core.data import load_digits_dataset
-    from core.trainer import train
+    from core.trainer import train, train_many
 
     ds = load_digits_dataset()
     for model in kernels.MODEL_CODES:
         for optimizer in ("gd", "lbfgs") if dtype == "float64" else ("gd",):
-            train(ds, TrainConfig(model=model, optimizer=optimizer, dtype=dtype, n_train=50,
-                                  iterations=3, n_val=50), backend="numba")
+            cfg = TrainConfig(model=model, optimizer=optimizer, dtype=dtype, n_train=50,
+                              iterations=3, n_val=50)
+            train(ds, cfg, backend="numba")
+            if optimizer == "gd":  # compared runs train together (the grouped kernel)
+                train_many(ds, [cfg, cfg.replace(l2=0.01), cfg.replace(l1=0.001)],
+                           backend="numba")
 
 
 def signatures() -> int:
@@ -94,6 +98,18 @@ class KernelWarmup:
     def backend(self) -> str:
         """The backend a run should train on now: "numba" once the kernel is ready here."""
         return "numba" if self.state == "ready" else "numpy"
+
+    def _train_all(self, ds, cfgs) -> list:
+        cfgs = [c for c in cfgs if not c.problems(ds)]
+        out = []
+        for got in self.store.request_many(ds, cfgs, background=True):
+            if hasattr(got, "wait"):
+                got.wait()
+                if got.error is not None:
+                    raise got.error
+                got = got.run
+            out.append(got)
+        return out
 
     def _work(self) -> None:
         started = time.monotonic()
@@ -247,6 +263,18 @@ class PresetWarmer:
             return got.run
         return got
 
+    def _train_all(self, ds, cfgs) -> list:
+        cfgs = [c for c in cfgs if not c.problems(ds)]
+        out = []
+        for got in self.store.request_many(ds, cfgs, background=True):
+            if hasattr(got, "wait"):
+                got.wait()
+                if got.error is not None:
+                    raise got.error
+                got = got.run
+            out.append(got)
+        return out
+
     def _work(self) -> None:
         started = time.monotonic()
         _lowest_priority()
@@ -260,7 +288,10 @@ class PresetWarmer:
             for preset, ds in self._items():
                 self.current = preset.title
                 t0 = time.monotonic()
-                runs = [self._train(ds, c) for c in preset_runs(preset, ds)]
+                # The preset's own run first (a viewer may open its link any moment), then
+                # the runs its pages compare, trained together.
+                runs = [self._train(ds, preset_runs(preset, ds)[0])]
+                runs += self._train_all(ds, preset_runs(preset, ds)[1:])
                 extra = (first_step_run(runs[0], ds)
                          if preset.page == "First_step" and runs[0] is not None else None)
                 if extra is not None:

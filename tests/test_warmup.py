@@ -68,6 +68,9 @@ AFTER_WARMUP = textwrap.dedent("""
     ds = load_dataset("fashion-mnist", data_dir=sys.argv[1])
     store = RunStore(backend=warm.backend)
     base = TrainConfig(n_train=200, iterations=4, n_val=200)
+    from core.trainer import train_many
+    train_many(ds, [base, base.replace(l2=0.01), base.replace(l1=0.001)],
+               backend=warm.backend())  # the Overfitting page's runs, trained together
     runs = [store.get(ds, c) for c in (
         base, base.replace(model="ovr", l1=0.001), base.replace(l2=0.01, learning_rate=0.5),
         base.replace(dtype="float64"), base.replace(model="ovr", dtype="float64"),
@@ -88,7 +91,7 @@ def test_after_the_warm_up_a_real_run_compiles_nothing_new(fashion_dir, tmp_path
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["state"] == "ready"
-    assert got["ready"] >= 4, got  # the pass and its row function, per dtype
+    assert got["ready"] >= 6, got  # the pass, the grouped pass and the row function, per dtype
     assert got["after"] == got["ready"], got
     assert got["backends"] == ["numba"], got
 
@@ -116,10 +119,10 @@ def test_a_background_training_pauses_while_a_viewer_trains_then_finishes(digits
 
     release = threading.Event()
 
-    def held_for_viewers(ds, cfg, progress=None, backend=None):
+    def held_for_viewers(ds, cfg, progress=None, backend=None, on_snapshot=None):
         if cfg.seed == 99:  # the viewer's run: held until released
             release.wait(60)
-        return real_train(ds, cfg, progress=progress, backend="numpy")
+        return real_train(ds, cfg, progress=progress, backend="numpy", on_snapshot=on_snapshot)
 
     monkeypatch.setattr(core.runs, "train", held_for_viewers)
     store = RunStore(max_jobs=1)

@@ -146,7 +146,7 @@ def chart_grid(items: Sequence[tuple[object, str]], *, pickable: bool = False) -
     return picked
 
 
-def chart(ch, file_stem: str, *, pickable: bool = False) -> int | None:
+def chart(ch, file_stem: str, *, pickable: bool = False, downloads: bool = True) -> int | None:
     """An Altair chart (or its :func:`core.charts.spec`) across its column, with PNG and
     SVG downloads made on click.
 
@@ -171,9 +171,11 @@ def chart(ch, file_stem: str, *, pickable: bool = False) -> int | None:
         st.session_state[key + "/seen"] = value
     else:
         draw_chart(width="stretch")
-    formats = charts.export_formats()
+    formats = charts.export_formats() if downloads else ()
     if not formats:
-        st.caption("Chart downloads need vl-convert-python (pip install vl-convert-python).")
+        if downloads:
+            st.caption("Chart downloads need vl-convert-python (pip install "
+                       "vl-convert-python).")
         return picked
     makers = {"PNG": (lambda: charts.to_png(ch), "image/png"),
               "SVG": (lambda: charts.to_svg(ch), "image/svg+xml")}

@@ -26,7 +26,7 @@ from ui import draw, sidebar, url
 from ui.draw import md
 from ui.resources import available_datasets, dataset, preset_warmer, why_unavailable
 # PageStopped and stop are the frame's to offer: app.py catches one, pages call the other.
-from ui.training import PageStopped, get_run, show_run_status, stop  # noqa: F401
+from ui.training import PageStopped, get_run, get_runs, show_run_status, stop  # noqa: F401
 from ui.uploads import take_upload, upload_messages, upload_ui
 
 SETTINGS_KEY = "ws_settings"  # the last good settings of this session
@@ -201,6 +201,17 @@ class Frame:
         run = get_run(ds, config or self.config, label=label, persist=not upload)
         show_run_status(run)
         return run
+
+    def runs(self, configs: dict[str, TrainConfig]) -> dict[str, Run]:
+        """The finished runs for ``configs`` (by label) on the sidebar's data, those not
+        trained yet trained together where they can (one pass over the images per step,
+        one progress bar); stops the page with a message when they cannot be had."""
+        upload = self.settings.dataset == "upload"
+        got = get_runs(self.ds, list(configs.values()), labels=list(configs),
+                       persist=not upload)
+        for run in got:
+            show_run_status(run)
+        return dict(zip(configs, got))
 
     def choice(self, widget: Callable, label: str, name: str, default, options: Sequence, *,
                cast: Callable = int, **kwargs):

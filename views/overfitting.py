@@ -46,13 +46,15 @@ if over:
     st.error(f"None of this page's {len(wanted)} runs is trained: each is like the "
              "sidebar's, penalty aside. " + " ".join(sorted(over)))
     frame.stop()
-missing = [label for label, c in wanted.items() if resources.run_store().cached(ds, c) is None]
+missing = [label for label, c in wanted.items() if not resources.run_store().has(ds, c)]
 note = st.empty()  # says what is being trained, then that it was (not "to train" any more)
 if missing:
+    together = (" together: one pass over the training images per step serves them all"
+                if len(missing) > 1 and cfg.optimizer == "gd" else "")
     note.caption(f"First visit with these settings: {len(missing)} run(s) to train "
-                 f"({', '.join(missing)}), each as long as the sidebar's. They are kept, so "
-                 "the next visit is instant.")
-runs = {label: page.run(c, label=label) for label, c in wanted.items()}
+                 f"({', '.join(missing)}){together}. They are kept, so the next visit is "
+                 "instant.")
+runs = page.runs(wanted)  # the ones not trained yet train together, one pass per step
 if missing:
     note.caption(f"Trained {len(missing)} run(s) for this page ({', '.join(missing)}); they "
                  "are kept, so the next visit is instant.")
