@@ -102,3 +102,57 @@ def measure(root: Path, notches: int = 20, reloads: int = 5, env: dict | None = 
             os.environ.clear()
             os.environ.update(saved)
     return out
+
+
+def markdown(result: dict) -> str:
+    """The live figures as a table, before and after side by side."""
+    def cell(side: dict | None, key: str, sub: str | None = None) -> str:
+        if not side:
+            return "n/a"
+        value = side.get(key)
+        if isinstance(value, dict):
+            value = value.get(sub or "median")
+        return "n/a" if value is None else f"{value:.2f}"
+
+    before, after = result.get("before"), result.get("after")
+    rows = [("Home on a fresh server, s after healthy (target 5)", "home_after_healthy_s", None),
+            ("First step next, s (target 2)", "first_step_s", None),
+            ("Preset 'Reproduce the answer' on Trajectory, first open, s", "preset_first_open_s",
+             None),
+            ("Step notch to idle in the browser, median s (target 0.3)", "notch_s", "median"),
+            ("Step notch to idle, slowest s", "notch_s", "max"),
+            ("Step notch, server time of the part, median s (target 0.1)", "notch_server_s",
+             None),
+            ("Full runs per notch (target 0)", "full_runs_per_notch", None),
+            ("Reload with the run cached, s", "cached_reload_s", None),
+            ("Reload with the run cached, server time, s (target 0.3)",
+             "cached_reload_server_s", None)]
+    lines = ["| what the viewer does | before | after |", "|---|---|---|"]
+    for label, key, sub in rows:
+        lines.append(f"| {label} | {cell(before, key, sub)} | {cell(after, key, sub)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a checkout of the version to compare with (git worktree add ...)")
+    ap.add_argument("--notches", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args(argv)
+    result = {"notches": args.notches}
+    if args.before is not None:
+        result["before"] = measure(args.before.resolve(), notches=args.notches)
+    result["after"] = measure(ROOT, notches=args.notches)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "live.json").write_text(json.dumps(result, indent=2))
+    (args.out / "live.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

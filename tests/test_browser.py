@@ -711,9 +711,10 @@ def test_back_after_picking_an_example_shows_the_example_the_picker_names(server
 
 
 def test_cancel_keeps_the_page_and_offers_a_retry(server: Server, page):
-    """Cancel during a real training leaves the page standing: its title, a "cancelled"
-    message and a Retry button, and no error in the browser console (the page used to go
-    blank: "'setIn' cannot be called on an ElementNode")."""
+    """While a real training runs the page shows its latest weight images and loss so far,
+    updating; Cancel then leaves the page standing: its title, a "cancelled" message and a
+    Retry button, and no error in the browser console (the page used to go blank: "'setIn'
+    cannot be called on an ElementNode")."""
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     # 30,000 steps on 1,000 images: long enough to click Cancel while it trains.
@@ -722,8 +723,16 @@ def test_cancel_keeps_the_page_and_offers_a_retry(server: Server, page):
               wait_until="domcontentloaded")
     cancel = page.locator("[data-testid='stMain'] button", has_text="Cancel training")
     cancel.wait_for()
-    act(page, cancel.click)
+    # The live view: the latest snapshot's weight images and the loss so far, while it
+    # trains; redrawn about once a second, it must not bring the blank page back.
     main = page.locator("[data-testid='stMain']")
+    main.get_by_text("While it trains: the weight images at step").wait_for()
+    first = main.get_by_text("While it trains: the weight images at step").inner_text()
+    main.get_by_text("While it trains: the weight images at step").filter(
+        has_not_text=first).wait_for()  # a later snapshot replaced it
+    assert main.locator("[data-testid='stImage'] img").count() >= 1
+    main.get_by_text("Training loss so far").wait_for()
+    act(page, cancel.click)
     # Wait for the message and the button themselves: a run can finish before an element
     # whose code loads on first use is drawn.
     main.get_by_text("Training was cancelled").wait_for()
