@@ -297,19 +297,92 @@ if AVAILABLE:
                             + g3 * xb[3, j] + g4 * xb[4, j] + g5 * xb[5, j] \
                             + g6 * xb[6, j] + g7 * xb[7, j]
 
+    def _steps_py(X8, y, W, b, scale, model, floor, grad, grad_b, loss, pred, p_true, resid,
+                  acc, t0, t1, a, inv_n, l2, shrink, pen_l2, pen_l1, limit, hist_loss,
+                  hist_acc, hist_obj, counting, correct_prev, forgets, last_wrong, W_prev,
+                  b_prev):  # pragma: no cover - compiled
+        # Gradient steps t0 .. t1 - 1 of core.trainer's _descend and what its Recorder keeps
+        # of each (see Pass.descend), without returning to Python in between. Compiled
+        # without fastmath: every update is rounded operation by operation in W's dtype as
+        # numpy rounds it, so the weights are those of the step-by-step loop bit for bit.
+        n = X8.shape[0]
+        K, d = W.shape
+        chunks = grad.shape[0]
+        penalized = pen_l2 != 0.0 or pen_l1 != 0.0
+        for t in range(t0, t1):
+            _pass(X8, y, W, b, scale, model, True, floor, grad, grad_b, loss, pred, p_true,
+                  resid, acc)
+            total = 0.0
+            right = 0
+            for i in range(n):
+                total += loss[i]
+                if pred[i] == y[i]:
+                    right += 1
+            mean = total / n
+            squares = 0.0
+            sizes = 0.0
+            for k in range(K):
+                for j in range(d):
+                    w = np.float64(W[k, j])
+                    squares += w * w
+                    sizes += abs(w)
+            if not math.isfinite(sizes):  # a weight is not finite (or overflows the sum)
+                return t
+            objective = mean + 0.5 * pen_l2 * squares + pen_l1 * sizes if penalized else mean
+            if not objective <= limit:  # diverged, or NaN: the caller records t itself
+                return t
+            hist_loss[t] = mean
+            hist_acc[t] = right / n
+            hist_obj[t] = objective
+            if counting:
+                for i in range(n):
+                    good = pred[i] == y[i]
+                    if correct_prev[i] and not good:
+                        forgets[i] += 1
+                    if not good:
+                        last_wrong[i] = t
+                    correct_prev[i] = good
+            W_prev[:, :] = W
+            b_prev[:] = b
+            for k in range(K):
+                g = grad_b[0, k]
+                for c in range(1, chunks):
+                    g += grad_b[c, k]
+                g *= inv_n
+                b[k] = b[k] - a * g
+                for j in range(d):
+                    g = grad[0, k, j]
+                    for c in range(1, chunks):
+                        g += grad[c, k, j]
+                    g *= inv_n
+                    if l2 != 0:
+                        g += l2 * W[k, j]
+                    w = W[k, j] - a * g
+                    if shrink != 0:
+                        v = abs(w) - shrink
+                        if v <= 0:
+                            w = 0
+                        elif w > 0:
+                            w = v
+                        else:
+                            w = -v  # also a NaN stays NaN
+                    W[k, j] = w
+        return t1
+
 def _compile(cache: bool) -> None:
-    """Compile ``_finish_row``, ``_pass`` and ``_pass_groups``, with Numba's disk cache or
-    without.
+    """Compile ``_finish_row``, ``_pass``, ``_pass_groups`` and ``_steps``, with Numba's disk
+    cache or without.
 
     All are module globals, rebound here: the passes call ``_finish_row`` by its global
     name, which Numba looks up when it compiles them. RuntimeError ("cannot cache
     function") when ``cache`` and Numba finds no folder it can write.
     """
-    global _finish_row, _pass, _pass_groups, CACHED
+    global _finish_row, _pass, _pass_groups, _steps, CACHED
     _finish_row = njit(fastmath=_FLAGS, cache=cache, nogil=True)(_finish_row_py)
     _pass = njit(parallel=True, fastmath=_FLAGS, cache=cache, nogil=True)(_pass_py)
     _pass_groups = njit(parallel=True, fastmath=_FLAGS, cache=cache, nogil=True)(
         _pass_groups_py)
+    _steps = njit(cache=cache, nogil=True)(_steps_py)
     CACHED = cache
 
 
@@ -424,6 +497,41 @@ class Pass:
         if not want_grad:
             return None, None
         return self.grad.sum(axis=0), self.grad_b.sum(axis=0)
+
+    def descend(self, W: np.ndarray, b: np.ndarray, t0: int, t1: int, step, l2, shrink,
+                penalties: tuple[float, float], limit: float, history: tuple, counts: tuple):
+        """Gradient steps ``t0 .. t1 - 1`` in one compiled call, ``W`` (K, d) and ``b`` (K,)
+        updated in place, as :func:`core.trainer._descend` takes them one by one.
+
+        Step ``t`` runs the gradient pass at (W, b) (adding to :meth:`accumulate`'s sums),
+        computes the objective ``mean loss + (l2 / 2)||W||^2 + l1 ||W||_1`` with
+        ``penalties = (l2, l1)``, and stops there, before recording anything, if it is not
+        at most ``limit`` or a weight is not finite; else it writes ``history =
+        (train_loss, train_acc, objective)`` (each (T + 1,) float64) at ``t``, with
+        ``counts = (counting, correct_prev, forgets, last_wrong)`` counts forgetting as
+        :class:`core.trainer.Recorder` does, and takes the step: ``W <- prox(W - step
+        (grad / n + l2 W))`` with soft-thresholding by ``shrink`` (0: none), ``b <- b -
+        step grad_b / n``. ``step``, ``l2`` and ``shrink`` are scalars of W's dtype.
+
+        Returns ``(t, W_prev, b_prev)``: the iteration it stopped before (``t1`` when it
+        took every step) and copies of the weights of iteration ``t - 1`` (the last one
+        recorded; unset when ``t == t0``).
+        """
+        W_prev, b_prev = np.empty_like(W), np.empty_like(b)
+        inv_n = self.dtype.type(1.0 / len(self.y))
+        args = (self.X8, self.y, W, b, self.scale, self.model, self.floor, self.grad,
+                self.grad_b, self.loss, self.pred, self.p_true, self.resid, self.acc,
+                int(t0), int(t1), step, inv_n, l2, shrink, float(penalties[0]),
+                float(penalties[1]), float(limit), *history, bool(counts[0]), *counts[1:],
+                W_prev, b_prev)
+        try:
+            t = _steps(*args)
+        except OSError as err:  # as in run: the disk cache failed while compiling
+            if not CACHED:
+                raise
+            _without_disk_cache(f"its cache folder failed ({err})")
+            t = _steps(*args)
+        return int(t), W_prev, b_prev
 
     def accumulate_groups(self, variants: int) -> np.ndarray:
         """Start adding each grouped gradient pass's ``p_i - e_{y_i}`` into the returned

@@ -218,6 +218,11 @@ class KernelPass:
         p = self._pass
         return PassOut(p.loss, p.pred, p.p_true, p.resid, gW, gb)
 
+    def descend(self, *args):
+        """Many gradient steps in one compiled call (see :meth:`core.kernels.Pass.descend`);
+        numpy passes have no such method, and the trainer steps them one at a time."""
+        return self._pass.descend(*args)
+
     def accumulate_groups(self, variants: int) -> np.ndarray:
         """As :meth:`NumpyPass.accumulate_groups`."""
         return self._pass.accumulate_groups(variants)

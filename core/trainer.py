@@ -402,7 +402,13 @@ def _descend_many(recs: list["Recorder"], passes: dict, cfgs: list[TrainConfig],
 
 def _descend(rec: "Recorder", train_pass, cfg: TrainConfig, lr: float, tick: "_Ticker") -> None:
     """Gradient descent with step ``lr`` from zero weights, every iterate fed to ``rec``
-    until it has T or reports divergence."""
+    until it has T or reports divergence.
+
+    On the compiled backend the steps between two snapshots run in compiled calls of
+    many steps each (:meth:`core.kernels.Pass.descend`), which take the same steps and
+    write the same history into ``rec``; each call is kept to about
+    :data:`STEPS_CALL_SECONDS` so progress is reported and a cancel is heard as often.
+    """
     dtype = np.dtype(cfg.dtype)
     # A step or an L2 strength the run's dtype cannot hold makes every step overflow:
     # the run stops after iteration 0, saying which setting it was.
@@ -415,7 +421,10 @@ def _descend(rec: "Recorder", train_pass, cfg: TrainConfig, lr: float, tick: "_T
     l2 = dtype.type(0.0 if unfit else cfg.l2)
     # Any shrink beyond the dtype's range sets every weight to zero, as the largest does.
     shrink = dtype.type(min(float(a) * cfg.l1, float(np.finfo(dtype).max)))
-    for t in range(rec.T + 1):
+    many = getattr(train_pass, "descend", None) if COMPILED_STEPS else None
+    per_call = 8  # steps per compiled call, adjusted to STEPS_CALL_SECONDS as they are timed
+    t = 0
+    while True:
         out = train_pass.run(W, b, want_grad=t < rec.T, want_records=rec.is_snapshot(t))
         if not rec.record(t, W, b, out) or t == rec.T:
             return
@@ -431,7 +440,36 @@ def _descend(rec: "Recorder", train_pass, cfg: TrainConfig, lr: float, tick: "_T
         b = b - a * grad_b
         if cfg.l1:
             W = np.sign(W) * np.maximum(np.abs(W) - shrink, 0)
-        tick(t + 1)
+        t += 1
+        tick(t)
+        if many is None or rec.is_snapshot(t) or t == rec.T:
+            continue
+        # W and b are this loop's own (not yet handed to rec): the call updates them.
+        end = rec.next_stop(t)
+        while t < end:
+            started = time.perf_counter()
+            stop = min(end, t + per_call)
+            reached, W_prev, b_prev = many(
+                W, b, t, stop, a, l2 if cfg.l2 else dtype.type(0.0),
+                shrink if cfg.l1 else dtype.type(0.0), (cfg.l2, cfg.l1),
+                DIVERGENCE_FACTOR * rec.loss0,
+                (rec.history["train_loss"], rec.history["train_acc"], rec.history["objective"]),
+                (rec.counting, rec.correct_prev, rec.forgets, rec.last_wrong))
+            if reached > t:
+                rec.recorded(reached, W_prev, b_prev)
+                seconds = (time.perf_counter() - started) / (reached - t)
+                per_call = max(1, int(STEPS_CALL_SECONDS / max(seconds, 1e-7)))
+            t = reached
+            tick(t)
+            if reached < stop:  # diverging: the step-by-step loop records why
+                break
+
+
+#: Seconds one compiled call of many gradient steps aims to take.
+STEPS_CALL_SECONDS = 0.05
+#: Whether gradient descent on the compiled backend runs the steps between snapshots in
+#: compiled calls of many steps (False: one compiled pass per step; for the benchmark).
+COMPILED_STEPS = True
 
 
 def _replay(rec: "Recorder", train_pass, iterates) -> None:
@@ -611,6 +649,27 @@ class Recorder:
                 self.residual_sums[edge] = self.acc
         self.last_good = (W, b)
         return True
+
+    def next_stop(self, t: int) -> int:
+        """The first iteration after ``t`` at which :meth:`record` keeps more than the
+        history: the next snapshot or residual edge (T at most)."""
+        stops = [self.T, int(self.snaps[self.slot]) if self.slot < len(self.snaps) else self.T]
+        if self.acc is not None:
+            later = self.edges[self.edges > t]
+            if len(later):
+                stops.append(int(later[0]))
+        return min(stops)
+
+    def recorded(self, t: int, W: np.ndarray, b: np.ndarray) -> None:
+        """Iterates up to ``t - 1`` were recorded outside :meth:`record` (the history and
+        counts written in place by a compiled loop); ``W``, ``b`` are iterate ``t - 1``'s.
+        Keeps what :meth:`record` keeps after it: the weights, and the residual sums when
+        ``t`` is an edge. No snapshot may lie among those iterates."""
+        self.last_good = (W, b)
+        if self.acc is not None and t - 1 < self.T:
+            edge = int(np.searchsorted(self.edges, t))
+            if edge < len(self.edges) and self.edges[edge] == t:
+                self.residual_sums[edge] = self.acc
 
     def stop(self, t: int, reason: str) -> None:
         """End the run before iterate ``t``, which cannot be computed, for ``reason``;

@@ -547,6 +547,118 @@ def test_compiled_kernel_and_numpy_compute_the_same_run(digits, model, dtype, to
     assert np.allclose(a.snapshot_grad_norms, b.snapshot_grad_norms, rtol=tol * 10, atol=tol)
 
 
+def same_run_bit_for_bit(a, b, rtol_objective: float) -> None:
+    """Two runs took the same steps: equal weights, records and counts; the histories equal
+    up to the order of a sum (mean loss) or the precision of the penalty (objective)."""
+    assert a.iterations_done == b.iterations_done and a.stop_reason == b.stop_reason
+    for name in ("snapshot_iterations", "snapshot_weights", "snapshot_biases",
+                 "snapshot_grad_norms", "residual_iterations", "residual_sums",
+                 "learned_at", "forgetting_events"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for split in ("train", "val"):
+        for f in ("loss", "p_true", "pred"):
+            assert np.array_equal(getattr(a.records[split], f), getattr(b.records[split], f))
+    assert np.array_equal(a.history["train_acc"], b.history["train_acc"])
+    assert np.allclose(a.history["train_loss"], b.history["train_loss"], rtol=1e-13, atol=0)
+    assert np.allclose(a.history["objective"], b.history["objective"], rtol=rtol_objective,
+                       atol=0)
+
+
+def count_compiled_steps(monkeypatch, cut=None) -> list[int]:
+    """Spy on the compiled loop of many steps: the returned list gets the steps each call
+    took. With ``cut``, a call asked for steps ``t0 .. t1 - 1`` takes only those up to
+    ``cut(t0, t1)`` and reports that it stopped there, as it does before a step over the
+    divergence limit."""
+    taken = []
+    real = kernels.Pass.descend
+
+    def spy(self, W, b, t0, t1, *rest):
+        reached, W_prev, b_prev = real(self, W, b, t0, t1 if cut is None else cut(t0, t1),
+                                       *rest)
+        taken.append(reached - t0)
+        return reached, W_prev, b_prev
+
+    monkeypatch.setattr(kernels.Pass, "descend", spy)
+    return taken
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason=kernels.unavailable_reason())
+@pytest.mark.parametrize("model", ["softmax", "ovr"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("penalties", [{}, {"l2": 0.01}, {"l2": 0.001, "l1": 0.0003}])
+def test_compiled_steps_between_snapshots_take_the_steps_of_one_pass_per_step(
+        digits, monkeypatch, model, dtype, penalties):
+    from core import trainer
+
+    cfg = TrainConfig(model=model, n_train=400, iterations=1000, n_val=100, dtype=dtype,
+                      **penalties)
+    taken = count_compiled_steps(monkeypatch)
+    fast = train(digits, cfg, backend="numba")
+    # Most steps lie between two of the ~75 snapshots, in compiled calls of many steps.
+    assert sum(taken) > 800 and max(taken) > 10
+    calls = len(taken)
+    monkeypatch.setattr(trainer, "COMPILED_STEPS", False)
+    slow = train(digits, cfg, backend="numba")
+    assert len(taken) == calls  # one compiled pass per step
+    # float32's objective: numpy sums the penalty in float32, the loop in float64.
+    same_run_bit_for_bit(fast, slow, 1e-6 if dtype == "float32" else 1e-13)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason=kernels.unavailable_reason())
+def test_a_compiled_loop_stopped_mid_way_hands_the_rest_to_the_step_by_step_loop(
+        digits, monkeypatch):
+    # Of every three compiled calls, one stops at once and one half way, as a call does
+    # before a step over the divergence limit: the trainer takes that step itself and goes
+    # on. The run must be the one taken step by step.
+    from core import trainer
+
+    cfg = TrainConfig(n_train=200, iterations=2000, n_val=50, l2=0.001, l1=0.0003)
+    monkeypatch.setattr(trainer, "COMPILED_STEPS", False)
+    slow = train(digits, cfg, backend="numba")
+    monkeypatch.setattr(trainer, "COMPILED_STEPS", True)
+    asked = []
+
+    def cut(t0, t1):
+        asked.append(t1 - t0)
+        return (t0, (t0 + t1) // 2, t1)[(len(asked) - 1) % 3]
+
+    taken = count_compiled_steps(monkeypatch, cut)
+    fast = train(digits, cfg, backend="numba")
+    assert taken[::3].count(0) == len(taken[::3]) >= 10
+    assert sum(t < a for t, a in zip(taken[1::3], asked[1::3])) >= 10
+    assert sum(taken) > 1000
+    same_run_bit_for_bit(fast, slow, 1e-6)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason=kernels.unavailable_reason())
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_compiled_loop_stops_before_the_first_step_over_the_limit(digits, dtype):
+    # Steps uphill (a negative step) raise the objective at every step: with the limit
+    # between steps 29 and 30's objectives the loop records 0 .. 29 and stops before 30,
+    # with iterate 29's weights as the last recorded and iterate 30's in W.
+    X8 = digits.x_train[:300].reshape(300, -1)
+    p = kernels.Pass(X8, digits.y_train[:300], 10, np.dtype(dtype), "softmax")
+    zero = np.dtype(dtype).type(0.0)
+    step = np.dtype(dtype).type(-0.05)
+
+    def climb(t1, limit):
+        W, b = np.zeros((10, X8.shape[1]), dtype=dtype), np.zeros(10, dtype=dtype)
+        hist = tuple(np.full(t1 + 1, np.nan) for _ in range(3))
+        counts = (True, np.zeros(300, bool), np.zeros(300, np.int32), np.zeros(300, np.int64))
+        reached, W_prev, b_prev = p.descend(W, b, 0, t1, step, zero, zero, (0.0, 0.0), limit,
+                                            hist, counts)
+        return reached, W, b, W_prev, hist
+
+    t_all, W50, _, _, hist = climb(50, np.inf)
+    assert t_all == 50 and np.all(np.diff(hist[2][:50]) > 0)
+    limit = (hist[2][29] + hist[2][30]) / 2
+    reached, W, b, W_prev, h = climb(50, limit)
+    assert reached == 30
+    assert np.isnan(h[2][30:]).all() and np.array_equal(h[2][:30], hist[2][:30])
+    assert np.array_equal(W_prev, climb(29, np.inf)[1])
+    assert np.array_equal(W, climb(30, np.inf)[1])
+
+
 def test_test_split_is_reported_at_the_end_and_at_the_best_validation_step(digits):
     from core.metrics import example_probabilities
 
