@@ -547,6 +547,36 @@ def test_compiled_kernel_and_numpy_compute_the_same_run(digits, model, dtype, to
     assert np.allclose(a.snapshot_grad_norms, b.snapshot_grad_norms, rtol=tol * 10, atol=tol)
 
 
+@pytest.mark.skipif(not kernels.AVAILABLE, reason=kernels.unavailable_reason())
+@pytest.mark.parametrize("model", ["softmax", "ovr"])
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-11), ("float32", 2e-5)])
+@pytest.mark.parametrize("n_classes", [2, 3, 10])
+def test_compiled_pass_equals_the_numpy_pass(model, dtype, tol, n_classes):
+    """The fused pass (logits two weight rows at a time, an odd K's last row alone) gives
+    the numpy pass's loss, prediction, p(true), ||p - e_y||, gradient and residual sums."""
+    rng = np.random.default_rng(5)
+    n, d, K = 203, 37, n_classes  # rows not a multiple of the kernel's blocks of 8
+    X8 = rng.integers(0, 256, size=(n, d), dtype=np.uint8)
+    y = rng.integers(0, K, size=n)
+    W = rng.normal(scale=0.05, size=(K, d)).astype(dtype)
+    b = rng.normal(scale=0.5, size=K).astype(dtype)
+    outs, sums = [], []
+    for backend in ("numba", "numpy"):
+        ps = make_pass(backend, X8, y, K, np.dtype(dtype), model)
+        sums.append(ps.accumulate())
+        out = ps.run(W, b, want_grad=True, want_records=True)
+        outs.append({f: np.array(getattr(out, f), copy=True)
+                     for f in ("loss", "pred", "p_true", "resid", "grad_W", "grad_b")})
+    fast, slow = outs
+    for name in ("loss", "p_true", "resid"):
+        assert np.allclose(fast[name], slow[name], rtol=tol, atol=tol), name
+    assert np.array_equal(fast["pred"], slow["pred"])
+    scale = np.abs(slow["grad_W"]).max()
+    assert np.abs(fast["grad_W"] - slow["grad_W"]).max() < tol * scale
+    assert np.allclose(fast["grad_b"], slow["grad_b"], rtol=tol, atol=tol * n)
+    assert np.allclose(sums[0], sums[1], rtol=tol, atol=tol)
+
+
 def same_run_bit_for_bit(a, b, rtol_objective: float) -> None:
     """Two runs took the same steps: equal weights, records and counts; the histories equal
     up to the order of a sum (mean loss) or the precision of the penalty (objective)."""
