@@ -32,6 +32,8 @@ from ui.uploads import take_upload, upload_messages, upload_ui
 SETTINGS_KEY = "ws_settings"  # the last good settings of this session
 NAV_KEY = "ws_nav"  # the parameters the drawn page links carry, by page path
 FRAME_KEY = "ws_frame"  # the open frame, for the page script of this run
+PART_KEY = "ws_part"  # the fragment key of a page's part (Frame.part)
+LINKS_KEY = "ws_link_box"  # the fragment key of the copy-link box
 
 
 @dataclass(frozen=True)
@@ -120,65 +122,79 @@ class Frame:
     started: float = 0.0  # perf_counter at the start of this full run
     #: Set by :func:`close_frame`: a later run of this frame's code is a fragment's alone.
     closed: bool = False
-    #: Set by :meth:`part`: the page's part draws the copy-link box and the page links (so
-    #: the part is the last place a page may draw a view control).
-    has_part: bool = False
+    has_part: bool = False  # the page drew its part (:meth:`part`)
+    in_part: bool = False  # the part's body is running
+    #: View values whose controls are drawn in the part: their change reruns the part only.
+    part_controls: set = field(default_factory=set)
 
     def part(self, body: Callable[[], None], name: str = "view") -> None:
         """Draw ``body``, the part of the page that its view controls change, as a
         fragment: a control inside it reruns ``body`` alone, not the page above it, the
-        sidebar or the run lookup, and the address bar (written by the control's callback,
-        see :meth:`choice`), the copy-link box and the page links follow. In a full run it
-        is drawn as ordinary page code. :func:`stop` inside it ends the part.
+        sidebar or the run lookup; its callback (see :meth:`choice`) writes the address
+        bar and reruns the copy-link box's fragment with the part. In a full run it is
+        drawn as ordinary page code. :func:`stop` inside it ends the part.
 
         Pages keep everything a part needs that is costly (runs, analyses) computed
         before it, in the full run: a fragment run reuses them (the closure's values).
+        The page links in the sidebar are redrawn by full runs only: after a change in a
+        part, the current page's own link keeps its view of the last full run.
         """
         if self.has_part:
-            raise RuntimeError("A page draws at most one part: two fragments would both "
-                               "write the copy-link box.")
+            raise RuntimeError("A page draws at most one part (one fragment key).")
+        self.has_part = True
 
-        @st.fragment
+        @st.fragment(key=PART_KEY)
         def _part():
             again = self.closed  # a fragment run: the frame was closed by the last full run
             started = time.perf_counter()
             if again:
                 self.from_browser = False  # a click in the part, never a link
+            self.in_part = True
             try:
                 body()
             except PageStopped:
                 pass
-            # The part owns the copy-link box and the page links from here on: a fragment
-            # may write to a container outside it only if it wrote there in the full run.
-            self.has_part = True
-            self.refresh_links(redraw=not again)
+            finally:
+                self.in_part = False
             if again:
                 log_run(self.spec.name, f"part {name}", started)
 
         _part()
 
     def _changed(self, name: str) -> None:
-        """Callback of view control ``name``: its value goes into the address bar now, in
-        the callback, which Streamlit sends at once also when the control is in a
-        fragment (written in the fragment's body it reached the browser a run late)."""
+        """Callback of view control ``name``: its value goes into the address bar now (in
+        the callback, which Streamlit sends at once; written in a fragment's body it
+        reached the browser a run late). A control of the page's part then reruns the
+        part and the copy-link box alone (``st.rerun`` with their fragment keys); any
+        other control reruns the page as usual."""
         value = st.session_state.get(self.widget_key(name))
         text = _text(value)
         if text == self.defaults.get(name):
             self.view.pop(name, None)
         else:
             self.view[name] = text
+        st.session_state[f"ws_view/{self.spec.name}"] = (
+            to_params(self.settings, self.ds.fingerprint), dict(self.view))
         url.write(self.spec.path, self.params())
+        if self.closed and name in self.part_controls:
+            st.rerun([PART_KEY, LINKS_KEY])
 
     def refresh_links(self, redraw: bool = False) -> None:
-        """Fill the copy-link box and redraw the page links when they changed (``redraw``:
-        also when not)."""
+        """Fill the copy-link box (a fragment a part's control reruns with the part) and
+        redraw the page links when they changed (``redraw``: also when not)."""
         ss = st.session_state
         ss[f"ws_view/{self.spec.name}"] = (to_params(self.settings, self.ds.fingerprint),
                                            dict(self.view))
-        with self.link_box.container():
+
+        @st.fragment(key=LINKS_KEY)
+        def _link_box():
+            frame = ss.get(FRAME_KEY, self)  # the last full run's, with the view since
             st.caption("Link to this view (settings, step, class, example); the copy icon "
                        "puts it on the clipboard.")
-            st.code(self.link(), language=None, wrap_lines=True)
+            st.code(frame.link(), language=None, wrap_lines=True)
+
+        with self.link_box.container():
+            _link_box()
         links = {p.path: self.link_params(p.path) for p in PAGES}
         if redraw or links != ss.get(NAV_KEY):
             ss[NAV_KEY] = links
@@ -242,6 +258,8 @@ class Frame:
         if value not in options:
             value = _nearest(value, options, default)
         ss[key] = value
+        if self.in_part:
+            self.part_controls.add(name)
         if widget is not None:
             kwargs.setdefault("on_change", self._changed)
             kwargs.setdefault("args", (name,))
@@ -451,8 +469,7 @@ def close_frame(frame: Frame) -> None:
     """After the page (also when it stopped early): write the URL once, fill the copy-link
     box, and refresh the page links when the settings or a view changed."""
     url.write(frame.spec.path, frame.params())
-    if not frame.has_part:
-        frame.refresh_links()
+    frame.refresh_links()
     frame.closed = True
     log_run(frame.spec.name, "full", frame.started)
 
