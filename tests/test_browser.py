@@ -206,10 +206,40 @@ class Server:
         self._log.close()
 
 
+def wait_for_log(server: Server, needle: str, timeout: float) -> float:
+    """Seconds until ``needle`` appears in the server log; fails after ``timeout``."""
+    t0 = time.monotonic()
+    while needle not in server.log_tail(1 << 24):
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"no {needle!r} in the server log within {timeout:.0f} s:\n"
+                        f"{server.log_tail()}", pytrace=False)
+        if server.proc.poll() is not None:
+            pytest.fail(f"the server exited:\n{server.log_tail()}", pytrace=False)
+        # The log is a file another process writes: nothing to wait on but its content.
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+#: What the server logs once its compiled kernel is loaded (core/warmup.py).
+KERNEL_READY = "kernel warm-up: the compiled kernel is ready"
+
+
 @pytest.fixture(scope="module")
 def server(chromium, fashion_dir, tmp_path_factory):
-    """A fresh Streamlit server for this module, always stopped afterwards."""
+    """A fresh Streamlit server for this module, always stopped afterwards; its compiled
+    kernel is ready before the first test (runs train on numpy until then, which would
+    make the module's long runs slower on a loaded machine, not different)."""
     with Server(tmp_path_factory.mktemp("browser")) as srv:
+        # The warm-up starts at the first script run: open a page with a tiny run.
+        from playwright.sync_api import sync_playwright
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+            try:
+                pg = b.new_page()
+                pg.goto(f"{srv.url}/?n=20&T=2", wait_until="domcontentloaded")
+                wait_for_log(srv, KERNEL_READY, 600)
+            finally:
+                b.close()
         yield srv
 
 
@@ -512,7 +542,11 @@ def test_copied_link_opens_the_same_view_in_a_new_browser(server: Server, browse
     fresh browser context, shows the same settings and the same selected step."""
     open_deep_link(page, server, "/Trajectory", {**SETTINGS, "t": "50"})
     page.locator("[data-testid='stSidebar'] summary", has_text="Copy link to this view").click()
-    link = page.locator("[data-testid='stSidebar'] [data-testid='stCode'] code").inner_text().strip()
+    # The box opens and draws its content (its own fragment) after the click: wait for it.
+    code = page.locator("[data-testid='stSidebar'] [data-testid='stCode'] code",
+                        has_text="/Trajectory?")
+    code.wait_for()
+    link = code.inner_text().strip()
     assert link.startswith(server.url + "/Trajectory?"), link
     assert url_params(link)["t"] == "50" and url_params(link)["n"] == "400"
 

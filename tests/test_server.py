@@ -45,7 +45,7 @@ import pytest
 
 from tests.test_browser import (  # noqa: F401 - chromium and browser are fixtures
     CHROMIUM_ARGS, WIDTH, Server, assert_images_loaded, assert_no_errors,
-    browser, chromium, input_value, texts, url_params, wait_idle)
+    browser, chromium, input_value, texts, url_params, wait_for_log, wait_idle)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / ".streamlit" / "config.toml"
@@ -614,20 +614,6 @@ def queued_key(server: Server, **want: str) -> str | None:
             if all(fields.get(k, "").strip("'") == v for k, v in want.items()):
                 return m.group(1)
     return None
-
-
-def wait_for_log(server: Server, needle: str, timeout: float) -> float:
-    """Seconds until ``needle`` appears in the server log; fails after ``timeout``."""
-    t0 = time.monotonic()
-    while needle not in server.log_tail(1 << 20):
-        if time.monotonic() - t0 > timeout:
-            pytest.fail(f"no {needle!r} in the server log within {timeout:.0f} s:\n"
-                        f"{server.log_tail()}", pytrace=False)
-        if server.proc.poll() is not None:
-            pytest.fail(f"the server exited:\n{server.log_tail()}", pytrace=False)
-        # The log is a file another process writes: nothing to wait on but its content.
-        time.sleep(0.05)
-    return time.monotonic() - t0
 
 
 def open_training(browser, server: Server, params: dict[str, str], wait_text: str):
