@@ -72,6 +72,7 @@ class Job:
         self.background = background
         self._yield_to = yield_to
         self.paused = False  # a background job waiting for viewers' trainings to end
+        self.awaiting_kernel = False  # a long run waiting for the compiled kernel
         #: While it trains: (t, W, b) of the last snapshot stored, and the iterations and
         #: mean training losses of the snapshots so far (for a page's live view).
         self.latest: tuple | None = None
@@ -134,14 +135,14 @@ class RunStore:
         Disk budget for the folder's run files and temporary files, the least recently
         used of the store's own runs deleted first.
     backend : callable, optional
-        Asked at the start of each training for the backend to train on ("numba" or
-        "numpy"); by default the trainer's default. The app passes
-        :meth:`core.warmup.KernelWarmup.backend`, so no run waits for a compile.
+        ``backend(job)``, asked at the start of each training for the backend to train
+        on ("numba" or "numpy"); by default the trainer's default. The app passes
+        :meth:`core.warmup.KernelWarmup.backend`, so no short run waits for a compile.
     """
 
     def __init__(self, max_bytes: int = 1 << 30, disk_dir: Path | None = None, max_jobs: int = 1,
                  max_disk_bytes: int = 2 << 30, backend: Callable[[], str] | None = None):
-        self._backend = backend or default_backend
+        self._backend = backend or (lambda job=None: default_backend())
         self.max_bytes = int(max_bytes)
         self.max_disk_bytes = int(max_disk_bytes)
         self.disk_dir = Path(disk_dir) if disk_dir else None
@@ -295,7 +296,7 @@ class RunStore:
                     j.queued, j.started = False, started
                 log.info("training %s started together", keys)
                 runs = train_many(ds, [j.cfg for j in jobs], progress=progress,
-                                  progress_each=each, backend=self._backend(),
+                                  progress_each=each, backend=self._backend(lead),
                                   on_snapshot=lambda i, *snap: jobs[i]._snapshot(*snap))
             finally:
                 slot.release()
@@ -440,7 +441,7 @@ class RunStore:
                 job.started = time.monotonic()
                 log.info("training %s started: %s", job.key, job.cfg)
                 run = train(job._ds, job.cfg, progress=job._progress,
-                            backend=self._backend(), on_snapshot=job._snapshot)
+                            backend=self._backend(job), on_snapshot=job._snapshot)
             finally:
                 slot.release()
             self._remember(job.key, run)

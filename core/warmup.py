@@ -35,6 +35,12 @@ DTYPES = ("float32", "float64")
 #: The longest a compile in the child may take before it is given up (seconds).
 CHILD_TIMEOUT = 600.0
 
+#: Steps x images above which a run waits for the compiled kernel when it is being made
+#: ready (about 15 s of numpy at 1,000 images on this machine's 2 cores; a compile takes
+#: about 10 s), and the longest it waits.
+LONG_WORK = 20_000_000
+KERNEL_WAIT = 60.0
+
 #: What the child runs, after the Python interpreter.
 CHILD_ARGS = ("-m", "core.warmup")
 
@@ -97,8 +103,19 @@ class KernelWarmup:
                 self._thread.start()
         return self
 
-    def backend(self) -> str:
-        """The backend a run should train on now: "numba" once the kernel is ready here."""
+    def backend(self, job=None) -> str:
+        """The backend a run should train on: "numba" once the kernel is ready here. A
+        long run (``job``'s steps x images over :data:`LONG_WORK`) asked for while the
+        kernel is being made ready waits for it, at most :data:`KERNEL_WAIT` seconds: a
+        run keeps its backend to the end, and numpy takes two to three times as long."""
+        if (job is not None and self.state in ("compiling", "loading")
+                and int(job.cfg.iterations) * int(job.cfg.n_train) > LONG_WORK):
+            job.awaiting_kernel = True
+            log.info("training %s waits for the compiled kernel", job.key)
+            try:
+                self.ready_event.wait(KERNEL_WAIT)
+            finally:
+                job.awaiting_kernel = False
         return "numba" if self.state == "ready" else "numpy"
 
     def _train_all(self, ds, cfgs) -> list:

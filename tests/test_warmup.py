@@ -187,3 +187,29 @@ def test_the_warm_up_trains_every_run_of_each_preset_once(digits):
                                          ("sometimes", "all")])
 def test_warm_mode_reads_weightscope_warm(value, mode):
     assert warmup.warm_mode({"WEIGHTSCOPE_WARM": value}) == mode
+
+
+def test_a_long_run_waits_for_the_kernel_being_made_ready_and_a_short_one_does_not():
+    """While the kernel is compiled, a run over LONG_WORK image-steps waits for it (numpy
+    would take two to three times as long for the whole run); a short one starts on numpy."""
+    import threading
+    from types import SimpleNamespace
+
+    warm = warmup.KernelWarmup(child=False)
+    warm.state = "compiling"  # as while the child compiles
+    short = SimpleNamespace(key="short", awaiting_kernel=False,
+                            cfg=TrainConfig(n_train=1000, iterations=3000))
+    long = SimpleNamespace(key="long", awaiting_kernel=False,
+                           cfg=TrainConfig(n_train=1000, iterations=30_000))
+    assert short.cfg.iterations * short.cfg.n_train <= warmup.LONG_WORK \
+        < long.cfg.iterations * long.cfg.n_train
+    assert warm.backend(short) == "numpy"
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(warm.backend(long)))
+    waiter.start()
+    _until(lambda: long.awaiting_kernel, "the long run to wait")
+    assert not got
+    warm.state = "ready"
+    warm.ready_event.set()
+    waiter.join(10)
+    assert got == ["numba"] and not long.awaiting_kernel

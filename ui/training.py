@@ -97,6 +97,11 @@ def get_runs(ds: Dataset, cfgs, *, labels, persist: bool = True) -> list[Run]:
     shown = None
     try:
         while not all(j.wait(0.25 / len(jobs)) for j in jobs):
+            if any(j.awaiting_kernel for j in jobs):
+                bar.progress(0.0, text=f"Preparing the compiled training kernel (once per "
+                                       f"server), then training {label}: it makes this long "
+                                       "run two to three times faster.")
+                continue
             if all(j.queued for j in jobs):
                 # The server trains a limited number of runs at once (WEIGHTSCOPE_MAX_JOBS).
                 bar.progress(0.0, text=f"Waiting for a free training slot: {store.running - 1} "
