@@ -29,8 +29,7 @@ from core.data import load_dataset, stratified_split  # noqa: E402
 from core.settings import PRESETS  # noqa: E402
 from core.config import BY_NAME as SETTINGS_BY_NAME  # noqa: E402
 from core.config import VALIDATION_SEED, TrainConfig, n_train_range  # noqa: E402
-from core import trainer as trainer_module  # noqa: E402
-from core.trainer import train, train_many  # noqa: E402
+from core.trainer import train  # noqa: E402
 
 K, D = 10, 784
 
@@ -71,7 +70,7 @@ def machine() -> dict:
 def sgemm_rate(reps: int, size: int = 2048) -> dict:
     a = np.random.default_rng(0).random((size, size), dtype=np.float32)
     b = np.random.default_rng(1).random((size, size), dtype=np.float32)
-    stat = timed(lambda: a @ b, reps)  # the first product (untimed) warms BLAS
+    stat = timed(lambda: a @ b, reps)
     flops = 2.0 * size**3
     return {"gflops": flops / stat["median"] / 1e9, "seconds": stat}
 
@@ -121,53 +120,26 @@ def torch_step(X: np.ndarray, y: np.ndarray, lr: float):
     return step
 
 
-def trainer_rows(ds, sizes, reps, stream) -> list[dict]:
-    """ms per step of full training runs (float32 softmax) at each ``(images, steps)``, on
-    each backend, against the floor ``max(4 n d K / SGEMM rate, bytes of float32 X /
-    stream)``.
-
-    The SGEMM rate is measured once before each of the primary backend's ``reps`` runs,
-    interleaved with them, and the floor uses the median of those rates, so that a busy
-    spell of the (shared) machine falls on both sides of the ratio. The compiled backend
-    is also timed, interleaved too, with one compiled call per step instead of compiled
-    calls of many steps between snapshots (``trainer.COMPILED_STEPS`` off).
-    """
+def trainer_rows(ds, sizes, reps, floor_of) -> list[dict]:
     rows = []
     keep, _ = stratified_split(ds.y_train, 10_000, VALIDATION_SEED)
     for n, steps in sizes:
         X = (ds.x_train[keep[:n]].reshape(n, -1) / np.float32(255)).astype(np.float32)
         y = ds.y_train[keep[:n]]
         cfg = TrainConfig(n_train=n, iterations=steps)
-        row = {"n": n, "steps": steps}
-        rates = []
+        row = {"n": n, "steps": steps, "floor_ms": floor_of(n) * 1e3}
         for backend in ("numba", "numpy") if kernels.AVAILABLE else ("numpy",):
-            loops, bare, single = [], [], []
-            # Compile and warm caches (150 steps: some between snapshots).
-            train(ds, cfg.replace(iterations=150), backend=backend)
+            loops, bare = [], []
+            train(ds, cfg.replace(iterations=2), backend=backend)  # compile, warm caches
             primary = backend == ("numba" if kernels.AVAILABLE else "numpy")
             for _ in range(reps):
-                if primary:
-                    rates.append(sgemm_rate(1)["gflops"] * 1e9)
                 loops.append(train(ds, cfg, backend=backend).loop_seconds / steps)
                 if primary:
                     bare.append(train(ds, cfg, backend=backend, record=False).loop_seconds / steps)
-                if backend == "numba":
-                    trainer_module.COMPILED_STEPS = False
-                    try:
-                        single.append(train(ds, cfg, backend=backend).loop_seconds / steps)
-                    finally:
-                        trainer_module.COMPILED_STEPS = True
-            if primary:
-                sgemm = statistics.median(rates)
-                row["sgemm_gflops"] = sgemm / 1e9
-                row["sgemm_range_gflops"] = [min(rates) / 1e9, max(rates) / 1e9]
-                row["floor_ms"] = max(4.0 * n * D * K / sgemm, n * D * 4 / stream) * 1e3
             row[backend] = {
                 "ms_per_step": statistics.median(loops) * 1e3,
                 "range_ms": [min(loops) * 1e3, max(loops) * 1e3],
             }
-            if single:
-                row[backend]["ms_per_step_one_call_per_step"] = statistics.median(single) * 1e3
             if primary:
                 row[backend]["ms_per_step_no_records"] = statistics.median(bare) * 1e3
                 row[backend]["records_overhead"] = \
@@ -385,88 +357,6 @@ def claims_times(ds, n: int, T: int) -> dict:
     return out
 
 
-#: The Overfitting page's runs (views/overfitting.py): one config, four penalties.
-PAGE_VARIANTS = ({"l2": 0.0, "l1": 0.0}, {"l2": 0.001}, {"l2": 0.01}, {"l1": 0.0003})
-
-
-def joint_times(ds, sizes) -> dict:
-    """The Overfitting page's four runs trained together (:func:`core.trainer.train_many`)
-    and one after another (:func:`core.trainer.train`, as the page did), whole calls.
-
-    ``sizes`` holds ``(images, steps, reps)``. The two ways alternate which goes first
-    in each repetition, so a busy spell of the machine falls on both; the ratio is of
-    the medians, and each repetition's own ratio is reported too. ``loop`` times are the
-    gradient-step loops alone (the joint loop's once, the separate ones summed): the
-    rest of a call (picking the rows, the smoothness constant, the test split) is done
-    once by the joint call and four times by the separate ones.
-    """
-    rows = []
-    for n, steps, reps in sizes:
-        cfgs = [TrainConfig(n_train=n, iterations=steps).replace(**p) for p in PAGE_VARIANTS]
-        # Compile and warm both ways outside the timing.
-        train_many(ds, [c.replace(iterations=2) for c in cfgs])
-        train(ds, cfgs[0].replace(iterations=2))
-        joint, separate, joint_loop, separate_loop = [], [], [], []
-        for rep in range(reps):
-            for way in (("joint", "separate") if rep % 2 == 0 else ("separate", "joint")):
-                t0 = time.perf_counter()
-                if way == "joint":
-                    runs = train_many(ds, cfgs)
-                    joint.append(time.perf_counter() - t0)
-                    joint_loop.append(max(r.loop_seconds for r in runs))
-                else:
-                    runs = [train(ds, c) for c in cfgs]
-                    separate.append(time.perf_counter() - t0)
-                    separate_loop.append(sum(r.loop_seconds for r in runs))
-                del runs
-        pair = [j / s for j, s in zip(joint, separate)]
-        rows.append({
-            "n": n, "steps": steps, "reps": reps, "variants": len(cfgs),
-            "backend": "numba" if kernels.AVAILABLE else "numpy",
-            "joint_s": statistics.median(joint), "joint_range_s": [min(joint), max(joint)],
-            "separate_s": statistics.median(separate),
-            "separate_range_s": [min(separate), max(separate)],
-            "ratio": statistics.median(joint) / statistics.median(separate),
-            "ratio_per_rep_range": [min(pair), max(pair)],
-            "joint_loop_s": statistics.median(joint_loop),
-            "separate_loop_s": statistics.median(separate_loop),
-            "loop_ratio": statistics.median(joint_loop) / statistics.median(separate_loop),
-        })
-    return {"target_ratio": 0.75, "rows": rows}
-
-
-def joint_lines(jt: dict) -> str:
-    """The joint-training comparison as a Markdown table."""
-    lines = [
-        "The Overfitting page's four runs (no penalty, L2 0.001, L2 0.01, L1 0.0003) trained "
-        "together in one pass over the images per step (train_many) against one after "
-        "another (train), whole calls, interleaved; medians of the reps. Loop: the "
-        "gradient-step loops alone. Target: joint at most "
-        f"{jt['target_ratio']:.2f}x separate.", "",
-        "| images | steps | reps | backend | joint s (range) | separate s (range) "
-        "| joint / separate | per-rep ratios | loop joint / separate |",
-        "|---|---|---|---|---|---|---|---|---|"]
-    for r in jt["rows"]:
-        lines.append(
-            f"| {r['n']:,} | {r['steps']:,} | {r['reps']} | {r['backend']} "
-            f"| {r['joint_s']:.2f} ({r['joint_range_s'][0]:.2f} to {r['joint_range_s'][1]:.2f}) "
-            f"| {r['separate_s']:.2f} ({r['separate_range_s'][0]:.2f} to "
-            f"{r['separate_range_s'][1]:.2f}) | {r['ratio']:.2f}x "
-            f"| {r['ratio_per_rep_range'][0]:.2f} to {r['ratio_per_rep_range'][1]:.2f} "
-            f"| {r['joint_loop_s']:.2f} / {r['separate_loop_s']:.2f} s = {r['loop_ratio']:.2f}x |")
-    return "\n".join(lines)
-
-
-def joint_sizes(ds, quick: bool) -> list[tuple[int, int, int]]:
-    """(images, steps, reps) of the joint section: 1,000 images and every training image
-    outside the validation hold-out (smaller in quick mode or on the digits fallback)."""
-    if ds.is_fallback:
-        return [(1000, 100, 3)]
-    if quick:
-        return [(1000, 100, 3), (5000, 20, 2)]
-    return [(1000, 300, 7), (n_train_range(ds)[1], 30, 3)]
-
-
 def preset_params(preset) -> dict[str, str]:
     from core.settings import to_params
 
@@ -483,10 +373,22 @@ def markdown(result: dict) -> str:
         f"{' [quick mode]' if result['quick'] else ''}.",
         "",
         f"Machine: SGEMM {result['sgemm']['gflops']:.0f} GFLOP/s, streaming read "
-        f"{result['stream']['gbytes_per_s']:.1f} GB/s.",
+        f"{result['stream']['gbytes_per_s']:.1f} GB/s. Floor per step = max(4 n d K / SGEMM, "
+        "bytes of float32 X / read rate).",
         "",
-        trainer_lines(result["trainer"]),
+        "| images | floor ms | Weightscope ms/step (range) | x floor | steps/s | records overhead "
+        "| numpy backend ms | textbook numpy ms | PyTorch ms | speed-up vs textbook |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for r in result["trainer"]:
+        best = r.get("numba") or r["numpy"]
+        torch = f"{r['torch_ms']:.2f}" if r["torch_ms"] else "not importable"
+        lines.append(
+            f"| {r['n']:,} | {r['floor_ms']:.2f} | {best['ms_per_step']:.3f} "
+            f"({best['range_ms'][0]:.3f} to {best['range_ms'][1]:.3f}) | "
+            f"{best['ms_per_step'] / r['floor_ms']:.2f} | {1e3 / best['ms_per_step']:,.0f} | "
+            f"{best['records_overhead']:+.0%} | {r['numpy']['ms_per_step']:.3f} | "
+            f"{r['textbook_ms']:.3f} | {torch} | {r['textbook_ms'] / best['ms_per_step']:.1f}x |")
     sk = result.get("sklearn")
     if sk:
         lines += ["", f"scikit-learn lbfgs on {sk['n']:,} images (float64, C = 1): "
@@ -519,8 +421,6 @@ def markdown(result: dict) -> str:
                   f"records {mem['run_record_mb']:.1f} MB)."]
     if result.get("budget"):
         lines += ["", budget_lines(result["budget"])]
-    if result.get("joint"):
-        lines += ["", joint_lines(result["joint"])]
     if result.get("pages"):
         lines += ["", "First render: the page drawn, background analyses still running; "
                       "complete: their results drawn too.", "",
@@ -531,41 +431,6 @@ def markdown(result: dict) -> str:
                          f"{p.get('complete_s', p['first_s']):.2f} | {p['rerun_s']:.3f} "
                          f"| {'yes' if p['ok'] else 'NO'} |")
     return "\n".join(lines) + "\n"
-
-
-def trainer_lines(rows: list[dict]) -> str:
-    """The trainer's speed against the floor, as a Markdown table."""
-    lines = [
-        "Floor per step = max(4 n d K / SGEMM rate, bytes of float32 X / read rate), the SGEMM "
-        "rate the median of the runs interleaved with the kernel's (its range in brackets).",
-        "",
-        "| images | SGEMM GFLOP/s | floor ms | Weightscope ms/step (range) | x floor | steps/s "
-        "| one call per step ms | records overhead | numpy backend ms | textbook numpy ms "
-        "| PyTorch ms | speed-up vs textbook |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        best = r.get("numba") or r["numpy"]
-        torch = f"{r['torch_ms']:.2f}" if r["torch_ms"] else "not importable"
-        single = best.get("ms_per_step_one_call_per_step")
-        single = f"{single:.3f}" if single else "-"
-        lines.append(
-            f"| {r['n']:,} | {r['sgemm_gflops']:.0f} ({r['sgemm_range_gflops'][0]:.0f} to "
-            f"{r['sgemm_range_gflops'][1]:.0f}) | {r['floor_ms']:.3f} | {best['ms_per_step']:.3f} "
-            f"({best['range_ms'][0]:.3f} to {best['range_ms'][1]:.3f}) | "
-            f"{best['ms_per_step'] / r['floor_ms']:.2f} | {1e3 / best['ms_per_step']:,.0f} | "
-            f"{single} | {best['records_overhead']:+.0%} | {r['numpy']['ms_per_step']:.3f} | "
-            f"{r['textbook_ms']:.3f} | {torch} | {r['textbook_ms'] / best['ms_per_step']:.1f}x |")
-    return "\n".join(lines)
-
-
-def trainer_sizes(ds, quick: bool) -> list[tuple[int, int]]:
-    """(images, steps) of the trainer rows: long enough that the ~75 snapshots are spread
-    as in real use."""
-    if ds.is_fallback:
-        return [(1000, 100)]
-    return [(1000, 2000), (2000, 500)] if quick else \
-        [(1000, 10_000), (10_000, 1000), (50_000, 300)]
 
 
 def budget_lines(budget: dict) -> str:
@@ -594,9 +459,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", choices=("memory", "sweep", "claims", "budget", "joint",
-                                       "trainer"),
-                    default=None,
+    ap.add_argument("--only", choices=("memory", "sweep", "claims", "budget"), default=None,
                     help="measure one part only and print it")
     args = ap.parse_args(argv)
     reps = args.reps or (2 if args.quick else 5)
@@ -609,17 +472,6 @@ def main(argv=None) -> int:
         print(json.dumps(result["budget"]))
         print(budget_lines(result["budget"]))
         return 0
-    if args.only == "joint":
-        result = {"joint": joint_times(ds, joint_sizes(ds, args.quick))}
-        print(json.dumps(result["joint"]))
-        print(joint_lines(result["joint"]))
-        return 0
-    if args.only == "trainer":
-        stream = stream_rate(reps)["gbytes_per_s"] * 1e9
-        rows = trainer_rows(ds, trainer_sizes(ds, args.quick), reps, stream)
-        print(json.dumps(rows))
-        print(trainer_lines(rows))
-        return 0
     if args.only == "claims":
         print(json.dumps(claims_times(ds, *((300, 1000) if args.quick else (1000, 30_000)))))
         return 0
@@ -630,8 +482,18 @@ def main(argv=None) -> int:
     print("machine:", result["machine"], flush=True)
     result["sgemm"] = sgemm_rate(reps)
     result["stream"] = stream_rate(reps)
+    sgemm = result["sgemm"]["gflops"] * 1e9
     stream = result["stream"]["gbytes_per_s"] * 1e9
-    result["trainer"] = trainer_rows(ds, trainer_sizes(ds, args.quick), reps, stream)
+
+    def floor_of(n: int) -> float:
+        return max(4.0 * n * D * K / sgemm, n * D * 4 / stream)
+
+    # Steps per size: long enough that the ~75 snapshots are spread as in real use.
+    sizes = [(1000, 2000), (2000, 500)] if args.quick else \
+        [(1000, 10_000), (10_000, 1000), (50_000, 300)]
+    if ds.is_fallback:
+        sizes = [(1000, 100)]
+    result["trainer"] = trainer_rows(ds, sizes, min(reps, 3), floor_of)
     print(json.dumps(result["trainer"], indent=1), flush=True)
     if not ds.is_fallback:
         result["sklearn"] = sklearn_rows(ds, 2000 if args.quick else 50_000,
@@ -645,8 +507,6 @@ def main(argv=None) -> int:
         print("claims:", result["claims"], flush=True)
     result["budget"] = memory_budget(ds)
     print("budget:", result["budget"], flush=True)
-    result["joint"] = joint_times(ds, joint_sizes(ds, args.quick))
-    print("joint:", result["joint"], flush=True)
     result["memory"] = peak_memory(*((2000, 100) if args.quick or ds.is_fallback else (50_000, 1000)))
     print("memory:", result["memory"], flush=True)
     if args.quick:

@@ -24,10 +24,6 @@ A *pass* evaluates the loss, and optionally its gradient and per-example
 records, over one fixed set of rows in a single forward computation: either
 plain numpy matrix products (:class:`NumpyPass`) or the fused compiled kernel
 of :mod:`core.kernels` (:class:`KernelPass`). Both return a :class:`PassOut`.
-Their ``run_groups`` evaluates G models at once over the same rows, with
-weights stacked as ``W`` (G * K, d) and ``b`` (G * K,): one product gives all
-G * K logits, each group of K columns is finished as its own model's, and one
-product gives all G gradients; it returns a :class:`PassOut` per model.
 """
 
 from __future__ import annotations
@@ -45,33 +41,30 @@ class Forward:
 
     Called with ``logits`` (m, K), which it overwrites, ``y`` (m,) and
     ``rows = arange(m)``; returns ``loss`` (m,), ``probs`` (m, K) (the
-    overwritten logits) and ``pred`` (m,). Logits (m, G, K) of G models at once
-    give ``loss`` (m, G), ``probs`` (m, G, K) and ``pred`` (m, G).
+    overwritten logits) and ``pred`` (m,).
     """
 
     def __init__(self, model: str):
         self.model = model
 
     def __call__(self, logits: np.ndarray, y: np.ndarray, rows: np.ndarray):
-        # Each row's true class, in every model: [rows, y], or [rows, :, y] for (m, G, K).
-        true = (rows, y) if logits.ndim == 2 else (rows, slice(None), y)
         if self.model == "softmax":
-            pred = logits.argmax(axis=-1)
-            logits -= logits.max(axis=-1, keepdims=True)
-            z_true = logits[true]
+            pred = logits.argmax(axis=1)
+            logits -= logits.max(axis=1, keepdims=True)
+            z_true = logits[rows, y]
             # exp of very negative logits gives subnormal floats, which make the next
             # matrix product about ten times slower; probabilities below e^-80 (float32)
             # or e^-700 (float64) are raised to that floor, a change far below rounding.
             np.maximum(logits, _EXP_FLOOR[logits.dtype.char], out=logits)
             np.exp(logits, out=logits)
-            total = logits.sum(axis=-1)
+            total = logits.sum(axis=1)
             loss = np.log(total) - z_true
-            logits /= total[..., None]
+            logits /= total[:, None]
             return loss, logits, pred
-        pred = logits.argmax(axis=-1)
+        pred = logits.argmax(axis=1)
         # BCE summed over classes: softplus(z) - [k == y] z, written stably.
-        z_true = logits[true].copy()
-        loss = np.logaddexp(0.0, logits).sum(axis=-1) - z_true
+        z_true = logits[rows, y].copy()
+        loss = np.logaddexp(0.0, logits).sum(axis=1) - z_true
         # sigmoid(z) = exp(-softplus(-z)), finite for every z; floored like softmax.
         probs = np.exp(np.maximum(-np.logaddexp(0.0, -logits), _EXP_FLOOR[logits.dtype.char]),
                        out=logits)
@@ -124,7 +117,6 @@ class NumpyPass:
         self.rows = np.arange(len(y))
         self.forward = Forward(model)
         self.acc = None
-        self.acc_groups = None
 
     def accumulate(self) -> np.ndarray:
         """Start adding each gradient pass's ``p_i - e_{y_i}`` into the returned (n, K) array
@@ -152,51 +144,6 @@ class NumpyPass:
             out.grad_b = probs.sum(axis=0)
         return out
 
-    def accumulate_groups(self, variants: int) -> np.ndarray:
-        """Residual sums for :meth:`run_groups`: the returned (variants, n, K) float64 array,
-        entry ``slots[g]`` added to by group g of every gradient pass."""
-        self.acc_groups = np.zeros((variants, len(self.y), self.K))
-        return self.acc_groups
-
-    def run_groups(self, W, b, groups, want_grad=True, want_records=False, slots=None):
-        """:meth:`run` for ``groups`` models at once over these rows.
-
-        Parameters
-        ----------
-        W : (G * K, d), b : (G * K,)
-            The models' weights stacked, model g in rows ``g K .. (g + 1) K``.
-        groups : int
-            G.
-        slots : (G,) int, optional
-            Entry of :meth:`accumulate_groups`'s array each group adds its residuals to
-            (default ``0 .. G - 1``).
-
-        Returns
-        -------
-        outs : list of G PassOut
-            Each model's per-row outputs (``grad_W`` and ``grad_b`` left None).
-        grad_W : (G * K, d) or None, grad_b : (G * K,) or None
-            Every model's gradient of its *summed* loss, stacked like ``W``.
-        """
-        m, K = len(self.y), self.K
-        logits = self.X @ W.T  # (m, G * K): all G models' logits in one product
-        logits += b
-        loss, probs, pred = self.forward(logits.reshape(m, groups, K), self.y, self.rows)
-        true = (self.rows, slice(None), self.y)
-        p_true = probs[true].T.copy() if want_records else None
-        probs[true] -= 1.0
-        resid = np.sqrt(np.einsum("igk,igk->gi", probs, probs)) if want_records else None
-        loss, pred = loss.T.copy(), pred.T.copy()  # (G, m)
-        outs = [PassOut(loss[g], pred[g], None if p_true is None else p_true[g],
-                        None if resid is None else resid[g]) for g in range(groups)]
-        if not want_grad:
-            return outs, None, None
-        if self.acc_groups is not None:
-            for g, slot in enumerate(range(groups) if slots is None else slots):
-                self.acc_groups[slot] += probs[:, g]
-        flat = probs.reshape(m, groups * K)
-        return outs, flat.T @ self.X, flat.sum(axis=0)
-
 
 class KernelPass:
     """Rows kept as uint8; one fused compiled pass per call (see :mod:`core.kernels`).
@@ -217,25 +164,6 @@ class KernelPass:
         gW, gb = self._pass.run(W, b, want_grad)
         p = self._pass
         return PassOut(p.loss, p.pred, p.p_true, p.resid, gW, gb)
-
-    def descend(self, *args):
-        """Many gradient steps in one compiled call (see :meth:`core.kernels.Pass.descend`);
-        numpy passes have no such method, and the trainer steps them one at a time."""
-        return self._pass.descend(*args)
-
-    def accumulate_groups(self, variants: int) -> np.ndarray:
-        """As :meth:`NumpyPass.accumulate_groups`."""
-        return self._pass.accumulate_groups(variants)
-
-    def run_groups(self, W, b, groups, want_grad=True, want_records=False, slots=None):
-        """As :meth:`NumpyPass.run_groups`, in one fused pass; the outputs are views of
-        buffers the next call overwrites."""
-        gW, gb = self._pass.run_groups(np.ascontiguousarray(W), np.ascontiguousarray(b),
-                                       groups, want_grad, slots)
-        o = self._pass.groups_out
-        outs = [PassOut(o["loss"][g], o["pred"][g], o["p_true"][g], o["resid"][g])
-                for g in range(groups)]
-        return outs, gW, gb
 
 
 def make_pass(backend: str, X8: np.ndarray, y: np.ndarray, n_classes: int, dtype,

@@ -22,7 +22,6 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -36,19 +35,17 @@ from core.config import TrainConfig
 from core.env import log
 from core.data import Dataset
 from core.run import FORMAT_VERSION, Run, read_run, run_to_arrays
-from core.trainer import JOINT_FREE, TrainingCancelled, default_backend, train, train_many
+from core.trainer import TrainingCancelled, default_backend, train
 
 
 def run_key(fingerprint: str, cfg: TrainConfig) -> str:
-    """Stable 20-hex-digit key of a run: data, config and format version.
+    """Stable 20-hex-digit key of a run: data, config, format version and trainer backend.
 
-    Not the backend: the numpy and the compiled backend compute the same run up to
-    rounding (as do different thread counts), and a server trains on numpy until its
-    compiled kernel is ready (:mod:`core.warmup`); a run trained either way answers its
-    config, and the run records which backend trained it.
+    The two backends agree only up to rounding, so their runs are kept apart.
     """
     payload = json.dumps(
-        {"v": FORMAT_VERSION, "data": fingerprint, "cfg": dataclasses.asdict(cfg)},
+        {"v": FORMAT_VERSION, "data": fingerprint, "cfg": dataclasses.asdict(cfg),
+         "backend": default_backend()},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -63,20 +60,8 @@ RELEASE_GRACE = 2.0
 class Job:
     """One training run in a background thread, watched by any number of sessions."""
 
-    def __init__(self, key: str, ds: Dataset, cfg: TrainConfig, persist: bool = True,
-                 background: bool = False, yield_to: Callable[["Job"], None] | None = None):
+    def __init__(self, key: str, ds: Dataset, cfg: TrainConfig, persist: bool = True):
         self.key, self.cfg, self.persist = key, cfg, persist
-        #: Started by the server (warm-up), not a viewer: it takes no training slot and
-        #: pauses while any viewer's training runs or waits (``yield_to``); a viewer
-        #: asking for the same run makes it a viewer's job.
-        self.background = background
-        self._yield_to = yield_to
-        self.paused = False  # a background job waiting for viewers' trainings to end
-        self.awaiting_kernel = False  # a long run waiting for the compiled kernel
-        #: While it trains: (t, W, b) of the last snapshot stored, and the iterations and
-        #: mean training losses of the snapshots so far (for a page's live view).
-        self.latest: tuple | None = None
-        self.losses: tuple[tuple[int, ...], tuple[float, ...]] = ((), ())
         self.queued = True  # waiting for a free training slot
         self.watchers: set[str] = set()  # sessions waiting for this run
         self.done_steps, self.total_steps = 0, int(cfg.iterations)
@@ -90,16 +75,8 @@ class Job:
 
     def _progress(self, done: int, total: int) -> None:
         self.done_steps, self.total_steps = done, total
-        if self.background and self._yield_to is not None:
-            self._yield_to(self)
         if self.cancelled.is_set():
             raise TrainingCancelled(f"Training {self.key} was cancelled.")
-
-    def _snapshot(self, t: int, W, b, loss: float) -> None:
-        """The trainer's ``on_snapshot``: keep the newest snapshot for the live view."""
-        self.latest = (int(t), W, b)
-        its, values = self.losses
-        self.losses = (its + (int(t),), values + (float(loss),))
 
     @property
     def elapsed(self) -> float:
@@ -134,15 +111,10 @@ class RunStore:
     max_disk_bytes : int
         Disk budget for the folder's run files and temporary files, the least recently
         used of the store's own runs deleted first.
-    backend : callable, optional
-        ``backend(job)``, asked at the start of each training for the backend to train
-        on ("numba" or "numpy"); by default the trainer's default. The app passes
-        :meth:`core.warmup.KernelWarmup.backend`, so no short run waits for a compile.
     """
 
     def __init__(self, max_bytes: int = 1 << 30, disk_dir: Path | None = None, max_jobs: int = 1,
-                 max_disk_bytes: int = 2 << 30, backend: Callable[[], str] | None = None):
-        self._backend = backend or (lambda job=None: default_backend())
+                 max_disk_bytes: int = 2 << 30):
         self.max_bytes = int(max_bytes)
         self.max_disk_bytes = int(max_disk_bytes)
         self.disk_dir = Path(disk_dir) if disk_dir else None
@@ -194,164 +166,18 @@ class RunStore:
 
     # -- jobs --------------------------------------------------------------------
     def request(self, ds: Dataset, cfg: TrainConfig, persist: bool = True,
-                watcher: str | None = None, background: bool = False) -> Run | Job:
+                watcher: str | None = None) -> Run | Job:
         """The finished run if there is one, else the (possibly shared) job training it.
 
         ``persist=False`` keeps the run off the disk cache (runs on uploaded data).
-        ``watcher`` names the session waiting for it (see :meth:`leave`). ``background``
-        (the server's warm-up) trains it at the lowest priority: it pauses within a
-        progress interval (0.1 s) whenever a viewer's training runs or waits, and it
-        takes no training slot. A viewer's request for a background job promotes it.
+        ``watcher`` names the session waiting for it (see :meth:`leave`).
         """
-        got = self._request(ds, cfg, persist, background)
-        if isinstance(got, Job) and not background and got.background:
-            got.background = False
-            log.info("training %s is now a viewer's (was background)", got.key)
+        got = self._request(ds, cfg, persist)
         if watcher is not None and isinstance(got, Job):
             with self._lock:
                 got.watchers.add(watcher)
                 got.departing.pop(watcher, None)  # back within its grace: still waiting
         return got
-
-    def request_many(self, ds: Dataset, cfgs, persist: bool = True,
-                     watcher: str | None = None, background: bool = False) -> list:
-        """:meth:`request` for each of ``cfgs``, in order; those not finished or training
-        yet that can train together (gradient descent, differing only in
-        :data:`core.trainer.JOINT_FREE`) start as one joint training, one pass over the
-        images per step for all (:func:`core.trainer.train_many`). Each still has its own
-        job, shared with any session asking for that run alone; the joint training stops
-        when nobody waits for any of its runs."""
-        out: dict[int, Run | Job] = {}
-        new: list[tuple[int, TrainConfig]] = []
-        for i, cfg in enumerate(cfgs):
-            got = self.cached(ds, cfg)
-            if got is None:
-                with self._lock:
-                    job = self._jobs.get(run_key(ds.fingerprint, cfg))
-                    got = job if job is not None and not job.cancelled.is_set() else None
-            if got is None:
-                new.append((i, cfg))
-            else:
-                out[i] = got
-        groups: dict[tuple, list[tuple[int, TrainConfig]]] = {}
-        for i, cfg in new:
-            shared = tuple((k, v) for k, v in dataclasses.asdict(cfg).items()
-                           if k not in JOINT_FREE)
-            groups.setdefault(shared if cfg.optimizer == "gd" else (i,), []).append((i, cfg))
-        for members in groups.values():
-            if len(members) == 1 or len({c for _, c in members}) < len(members):
-                continue  # trained alone below (or asked twice: the first asks, the rest join)
-            jobs = []
-            with self._lock:
-                for i, cfg in members:
-                    key = run_key(ds.fingerprint, cfg)
-                    job = Job(key, ds, cfg, persist, background=background,
-                              yield_to=self._yield)
-                    self._jobs[key] = job
-                    self.trainings += 1
-                    jobs.append(job)
-                    out[i] = job
-            threading.Thread(target=self._work_many, args=(jobs, ds), daemon=True,
-                             name=f"train-{jobs[0].key}+{len(jobs) - 1}").start()
-        result = []
-        for i, cfg in enumerate(cfgs):
-            got = out[i] if i in out else self.request(ds, cfg, persist, background=background)
-            if isinstance(got, Job) and not background and got.background:
-                got.background = False
-            if watcher is not None and isinstance(got, Job):
-                with self._lock:
-                    got.watchers.add(watcher)
-                    got.departing.pop(watcher, None)
-            result.append(got)
-        return result
-
-    def _work_many(self, jobs: list[Job], ds: Dataset) -> None:
-        """Train ``jobs`` (configs train_many accepts together) as one joint training."""
-        keys = "+".join(j.key for j in jobs)
-        lead = jobs[0]
-
-        def progress(done: int, total: int) -> None:
-            if all(j.cancelled.is_set() for j in jobs):
-                raise TrainingCancelled(f"Training {keys} was cancelled.")
-            self._yield(lead, jobs)
-            for j in jobs:
-                j.total_steps = total
-
-        def each(i: int, done: int, total: int) -> None:
-            jobs[i].done_steps, jobs[i].total_steps = done, total
-
-        try:
-            log.info("training %s queued together: %d runs of %s", keys, len(jobs), lead.cfg)
-            background = all(j.background for j in jobs)
-            slot = self._slots if not background else _NoSlot()
-            while not slot.acquire(timeout=0.1):
-                if all(j.cancelled.is_set() for j in jobs):
-                    log.info("training %s dropped from the queue", keys)
-                    raise TrainingCancelled(f"Training {keys} was cancelled before it started.")
-            if background:
-                self._yield(lead, jobs)
-            try:
-                started = time.monotonic()
-                for j in jobs:
-                    j.queued, j.started = False, started
-                log.info("training %s started together", keys)
-                runs = train_many(ds, [j.cfg for j in jobs], progress=progress,
-                                  progress_each=each, backend=self._backend(lead),
-                                  on_snapshot=lambda i, *snap: jobs[i]._snapshot(*snap))
-            finally:
-                slot.release()
-            for job, run in zip(jobs, runs):
-                self._remember(job.key, run)
-                if job.persist:
-                    self._save(job.key, run)
-                job.run = run
-            log.info("training %s finished together in %.1f s", keys, runs[0].seconds)
-        except BaseException as exc:  # handed to every waiting session
-            if isinstance(exc, TrainingCancelled) and not lead.queued:
-                log.info("training %s stopped at step %d of %d", keys, lead.done_steps,
-                         lead.total_steps)
-            for job in jobs:
-                job.error = exc
-        finally:
-            with self._lock:
-                for job in jobs:
-                    job._ds = None
-                    if self._jobs.get(job.key) is job:
-                        del self._jobs[job.key]
-            for job in jobs:
-                job.finished.set()
-
-    def has(self, ds: Dataset, cfg: TrainConfig) -> bool:
-        """Whether the run for ``cfg`` is finished, in memory or on disk, without reading
-        it (for a status line; :meth:`cached` may still refuse a damaged file)."""
-        key = run_key(ds.fingerprint, cfg)
-        with self._lock:
-            if key in self._memory:
-                return True
-        path = self._path(key)
-        return path is not None and path.is_file()
-
-    def viewers_training(self, exclude=()) -> bool:
-        """Whether a viewer's training (other than ``exclude``'s) runs or waits for a slot."""
-        with self._lock:
-            return any(not j.background and not j.finished.is_set() and j not in exclude
-                       for j in self._jobs.values())
-
-    def _yield(self, job: Job, group=None) -> None:
-        """A background job's pause: wait while viewers train (or until it is cancelled).
-        ``group``: the jobs trained together with ``job``; it pauses only while all of them
-        are background work (a viewer asking for one of them makes the training theirs)."""
-        group = group or [job]
-        paused = False
-        while (all(j.background for j in group) and self.viewers_training(exclude=group)
-               and not job.cancelled.is_set()):
-            if not paused:
-                log.info("training %s (background) paused for a viewer's training", job.key)
-                paused = job.paused = True
-            time.sleep(0.05)
-        if paused:
-            job.paused = False
-            log.info("training %s (background) resumed", job.key)
 
     def leave(self, key: str, watcher: str, why: str = "cancelled by its viewer") -> int:
         """``watcher`` stops waiting for job ``key``; the job is cancelled when nobody
@@ -392,8 +218,7 @@ class RunStore:
         timer.start()
         return timer
 
-    def _request(self, ds: Dataset, cfg: TrainConfig, persist: bool,
-                 background: bool = False) -> Run | Job:
+    def _request(self, ds: Dataset, cfg: TrainConfig, persist: bool) -> Run | Job:
         run = self.cached(ds, cfg)
         if run is not None:
             return run
@@ -405,7 +230,7 @@ class RunStore:
             run = self._memory.get(key)
             if run is not None:
                 return run
-            job = Job(key, ds, cfg, persist, background=background, yield_to=self._yield)
+            job = Job(key, ds, cfg, persist)
             self._jobs[key] = job
             self.trainings += 1
         threading.Thread(target=self._work, args=(job,), name=f"train-{key}", daemon=True).start()
@@ -424,15 +249,11 @@ class RunStore:
     def _work(self, job: Job) -> None:
         try:
             # Wait for a slot, but give up at once if everybody stops waiting meanwhile.
-            log.info("training %s queued%s: %s", job.key,
-                     " (background)" if job.background else "", job.cfg)
-            slot = self._slots if not job.background else _NoSlot()
-            while not slot.acquire(timeout=0.1):
+            log.info("training %s queued: %s", job.key, job.cfg)
+            while not self._slots.acquire(timeout=0.1):
                 if job.cancelled.is_set():
                     log.info("training %s dropped from the queue", job.key)
                     raise TrainingCancelled(f"Training {job.key} was cancelled before it started.")
-            if job.background:
-                self._yield(job)  # starts only when no viewer trains
             try:
                 job.queued = False
                 if job.cancelled.is_set():
@@ -440,10 +261,9 @@ class RunStore:
                     raise TrainingCancelled(f"Training {job.key} was cancelled before it started.")
                 job.started = time.monotonic()
                 log.info("training %s started: %s", job.key, job.cfg)
-                run = train(job._ds, job.cfg, progress=job._progress,
-                            backend=self._backend(job), on_snapshot=job._snapshot)
+                run = train(job._ds, job.cfg, progress=job._progress)
             finally:
-                slot.release()
+                self._slots.release()
             self._remember(job.key, run)
             if job.persist:
                 self._save(job.key, run)
@@ -570,16 +390,6 @@ _TEMP_FILE = re.compile(r"\.tmp-[A-Za-z0-9_-]{1,64}\.npz")
 #: per process rather than per open file, so this process's own writes look unlocked
 #: to it there: they are known by name instead.
 _WRITING: set[str] = set()
-
-
-class _NoSlot:
-    """What a background job takes instead of a training slot: nothing."""
-
-    def acquire(self, timeout: float | None = None) -> bool:
-        return True
-
-    def release(self) -> None:
-        pass
 
 
 def _cache_files(folder: Path | None) -> list[tuple[Path, os.stat_result]]:

@@ -79,15 +79,6 @@ class Preset:
     page: str  # the URL path of the page the preset's link opens
 
 
-#: The runs the Overfitting page compares: the sidebar's config with each of these
-#: penalties (the page sets them itself; L1 needs gradient descent's proximal step).
-OVERFITTING_VARIANTS = (
-    ("no penalty", {"l2": 0.0, "l1": 0.0}),
-    ("L2 0.001", {"l2": 0.001, "l1": 0.0}),
-    ("L2 0.01", {"l2": 0.01, "l1": 0.0}),
-    ("L1 0.0003", {"l2": 0.0, "l1": 0.0003}),
-)
-
 PRESETS = (
     Preset("Reproduce the answer",
            "Softmax on 1,000 images, 30,000 steps at the auto step: templates first, noise "

@@ -20,8 +20,6 @@ weights.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
 import time
 from typing import Callable
@@ -37,7 +35,7 @@ from core.run import Records, Run
 # Re-exported for callers that import them from here.
 __all__ = ["DIVERGENCE_FACTOR", "Recorder", "Run", "TrainConfig", "TrainingCancelled",
            "VALIDATION_SEED", "default_backend", "objective_and_gradient", "one_two_five",
-           "smoothness", "snapshot_schedule", "train", "train_many", "validation_size"]
+           "smoothness", "snapshot_schedule", "train", "validation_size"]
 
 #: Loss above this multiple of its starting value counts as divergence.
 DIVERGENCE_FACTOR = 10.0
@@ -100,7 +98,6 @@ def train(
     progress_interval: float = 0.1,
     backend: str | None = None,
     record: bool = True,
-    on_snapshot: Callable[[int, np.ndarray, np.ndarray, float], None] | None = None,
 ) -> Run:
     """Train ``cfg`` on ``ds`` from zero weights by gradient descent or L-BFGS.
 
@@ -118,17 +115,6 @@ def train(
     record : bool
         False stores only iterations 0 and T and skips the per-example
         bookkeeping: for measuring what recording costs, not for the app.
-    on_snapshot : callable, optional
-        Called as ``on_snapshot(t, W, b, loss)`` each time the run stores a
-        snapshot, in order of ``t`` (the run's ``snapshot_iterations``): ``W``
-        (K, d) and ``b`` (K,) are copies of iteration ``t``'s weights in the
-        run's dtype (``run.weights(t)``, ``run.bias(t)``) and ``loss`` its mean
-        training loss (``run.history["train_loss"][t]``). For showing a run
-        while it trains; it runs in the training thread, so it should be quick,
-        and it may raise (:class:`TrainingCancelled`) to abandon the run. L-BFGS
-        calls it while its iterates are replayed, after the optimizer has run.
-        A diverged run's last good iterate, stored as its final snapshot when
-        training ends, is reported then unless it was a snapshot already.
 
     Returns
     -------
@@ -148,7 +134,16 @@ def train(
     K = ds.n_classes
     backend = backend or default_backend()
 
-    train_idx, val_idx, X8, passes = _prepare(ds, cfg, backend)
+    keep, val_idx = stratified_split(ds.y_train, validation_size(ds, cfg.n_val), VALIDATION_SEED)
+    train_idx = keep[stratified_subset(ds.y_train[keep], cfg.n_train, cfg.seed)]
+    X8 = _flat(ds.x_train, train_idx)
+    passes = {
+        "train": make_pass(backend, X8, ds.y_train[train_idx], K, dtype, cfg.model),
+        "val": make_pass(backend, _flat(ds.x_train, val_idx), ds.y_train[val_idx], K, dtype,
+                         cfg.model),
+        "test": make_pass(backend, _flat(ds.x_test, np.arange(len(ds.y_test))), ds.y_test, K,
+                          dtype, cfg.model),
+    }
     L = smoothness_u8(X8, cfg.model, cfg.l2, dtype=dtype)
     if cfg.optimizer == "lbfgs":
         iterates, finished = _lbfgs_iterates(passes["train"], cfg, K, X8.shape[1],
@@ -167,7 +162,7 @@ def train(
             _descend(rec, passes["train"], cfg, lr,
                      _Ticker(progress, T, progress_interval))
 
-    rec = Recorder(passes, X8, K, cfg, T, lr, L, finished, record, on_snapshot=on_snapshot)
+    rec = Recorder(passes, X8, K, cfg, T, lr, L, finished, record)
     if record and cfg.optimizer != "lbfgs":
         rec.sum_residuals(passes["train"].accumulate())
     loop_started = time.perf_counter()
@@ -183,232 +178,9 @@ def train(
     )
 
 
-#: The settings that configs trained together by :func:`train_many` may differ in.
-JOINT_FREE = ("l2", "l1", "learning_rate")
-
-
-def train_many(
-    ds: Dataset,
-    cfgs,
-    progress: Callable[[int, int], None] | None = None,
-    *,
-    progress_interval: float = 0.1,
-    backend: str | None = None,
-    progress_each: Callable[[int, int, int], None] | None = None,
-    on_snapshot: Callable[[int, int, np.ndarray, np.ndarray, float], None] | None = None,
-) -> list[Run]:
-    """Train several gradient-descent configs together, reading the images once per step.
-
-    The configs may differ only in ``l2``, ``l1`` and ``learning_rate`` (so each
-    has its own step: "auto" is 1/L and L grows with L2), and share the data, the
-    model, the training subset, the precision and the step count. Their weights
-    are stacked as one (V K, d) matrix: each step computes all V K logits in one
-    product over the training images, finishes each group of K columns as its own
-    model's softmax or one-vs-rest sigmoids, and computes all V gradients in one
-    product (or one fused compiled pass); then each variant takes its own step
-    and its own proximal L1 step. Snapshots evaluate the validation images (and
-    the end the test images) for all variants in one pass likewise.
-
-    Each returned :class:`~core.run.Run` is what ``train(ds, cfg)`` returns for
-    its config up to rounding: the same snapshots, losses, accuracies,
-    per-example records, residual sums and stop reason. A variant that diverges
-    stops there, as in :func:`train`, and the others go on. Its ``seconds`` is the
-    whole call's time and ``loop_seconds`` the joint loop's time until the variant
-    stopped, since the variants' work is not separable.
-
-    Parameters
-    ----------
-    ds : Dataset
-    cfgs : sequence of TrainConfig
-        Gradient-descent configs differing only in :data:`JOINT_FREE`.
-    progress : callable, optional
-        ``progress(done, total)`` as in :func:`train`, with ``done`` the steps taken
-        together; it may raise (:class:`TrainingCancelled`) to abandon every run.
-    progress_interval : float
-        Seconds between progress calls at least.
-    backend : {"numba", "numpy"}, optional
-        As in :func:`train`.
-    progress_each : callable, optional
-        ``progress_each(i, done_i, total)`` per config at the same moments, with
-        ``done_i`` the iterations config ``i`` has reached (a diverged one stays at
-        its last good iteration).
-    on_snapshot : callable, optional
-        ``on_snapshot(i, t, W, b, loss)``: :func:`train`'s hook with the config's
-        index ``i`` first, called for each config at each of its snapshots (the
-        configs share one schedule, so at one ``t`` it is called for every config
-        still training, in order of ``i``).
-
-    Returns
-    -------
-    list of Run
-        One per config, in order (empty for no configs).
-
-    Raises
-    ------
-    ValueError
-        If a config is invalid for ``ds`` or is not gradient descent, if two
-        configs differ in a field other than :data:`JOINT_FREE` (the message names
-        it), or if the backend is unknown or unavailable.
-    """
-    cfgs = list(cfgs)
-    if not cfgs:
-        return []
-    _check_joint(ds, cfgs)
-    started = time.perf_counter()
-    first = cfgs[0]
-    dtype = np.dtype(first.dtype)
-    K, T = ds.n_classes, int(first.iterations)
-    backend = backend or default_backend()
-    train_idx, val_idx, X8, passes = _prepare(ds, first, backend)
-    # L = c lambda_max + l2: the data's part is computed once, each config adds its L2
-    # (the same sum smoothness_u8 makes for it).
-    L0 = smoothness_u8(X8, first.model, 0.0, dtype=dtype)
-    Ls = [L0 + float(cfg.l2) for cfg in cfgs]
-    lrs = [1.0 / L if cfg.learning_rate == "auto" else float(cfg.learning_rate)
-           for cfg, L in zip(cfgs, Ls)]
-    x_norm = row_norms(X8)
-    hooks = [None if on_snapshot is None else functools.partial(on_snapshot, v)
-             for v in range(len(cfgs))]
-    recs = [Recorder(passes, X8, K, cfg, T, lr, L, f"Finished all {T:,} iterations.",
-                     x_norm=x_norm, on_snapshot=hook)
-            for cfg, lr, L, hook in zip(cfgs, lrs, Ls, hooks)]
-    acc = passes["train"].accumulate_groups(len(cfgs))
-    for v, rec in enumerate(recs):
-        rec.sum_residuals(acc[v])
-
-    def report(done: int, total: int) -> None:
-        if progress is not None:
-            progress(done, total)
-        if progress_each is not None:
-            for v, rec in enumerate(recs):
-                progress_each(v, rec.done if rec.diverged else done, total)
-
-    loop_started = time.perf_counter()
-    ended = _descend_many(recs, passes, cfgs, lrs, _Ticker(report, T, progress_interval))
-    if progress is not None or progress_each is not None:
-        report(max(rec.done for rec in recs), T)
-    # The test split at each run's early-stopping and last snapshots, all in one pass.
-    wanted = [(v, slot) for v, rec in enumerate(recs) for slot in rec.finish()]
-    tested: list[dict] = [{} for _ in recs]
-    if wanted:
-        W = np.concatenate([recs[v].snapshot_weights[slot] for v, slot in wanted])
-        b = np.concatenate([recs[v].snapshot_biases[slot] for v, slot in wanted])
-        outs, _, _ = passes["test"].run_groups(W, b, len(wanted), want_grad=False,
-                                               want_records=True)
-        for (v, slot), out in zip(wanted, outs):
-            tested[v][slot] = out
-    return [
-        rec.build(
-            tested=tested[v], config=cfgs[v], fingerprint=ds.fingerprint,
-            image_shape=tuple(ds.image_shape), class_names=tuple(ds.class_names),
-            train_indices=train_idx.copy(), val_indices=val_idx.copy(),
-            learning_rate=lrs[v], smoothness=Ls[v], seconds=time.perf_counter() - started,
-            loop_seconds=ended[v] - loop_started, backend=backend,
-        )
-        for v, rec in enumerate(recs)
-    ]
-
-
-def _check_joint(ds: Dataset, cfgs: list[TrainConfig]) -> None:
-    """Raise ValueError unless ``cfgs`` can be trained together by :func:`train_many`."""
-    for i, cfg in enumerate(cfgs):
-        if cfg.optimizer != "gd":
-            raise ValueError(
-                f"Config {i} uses the optimizer {cfg.optimizer!r}: configs are trained "
-                "together by gradient descent only (optimizer 'gd'); train an L-BFGS run "
-                "on its own with train().")
-        problems = cfg.problems(ds)
-        if problems:
-            raise ValueError(f"Config {i}: " + " ".join(problems.values()))
-    shared = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in JOINT_FREE]
-    for name in shared:
-        for i, cfg in enumerate(cfgs[1:], start=1):
-            a, b = getattr(cfgs[0], name), getattr(cfg, name)
-            if a != b:
-                raise ValueError(
-                    f"Configs trained together must share {name}: config 0 has "
-                    f"{name}={a!r}, config {i} has {name}={b!r}. Only "
-                    f"{', '.join(JOINT_FREE)} may differ; train the others separately.")
-
-
-def _descend_many(recs: list["Recorder"], passes: dict, cfgs: list[TrainConfig],
-                  lrs: list[float], tick: "_Ticker") -> list[float]:
-    """:func:`_descend` for V configs at once, their weights stacked as (V K, d).
-
-    Each step runs one grouped training pass over the live variants (and, at a
-    snapshot, one grouped validation pass), records each variant's iterate with its
-    own recorder, drops the variants that stopped from the stack, and updates the
-    rest with their own step, L2 and L1 shrink, element for element as
-    :func:`_descend` does. Returns the moment (``time.perf_counter``) each variant
-    stopped.
-    """
-    V, T = len(recs), recs[0].T
-    dtype = np.dtype(cfgs[0].dtype)
-    K, d = recs[0].snapshot_weights.shape[1:]
-    train_pass, val_pass = passes["train"], passes["val"]
-    inv_n = dtype.type(1.0 / len(train_pass.y))
-    top = float(np.finfo(dtype).max)
-    unfit = [_beyond(dtype, lr, cfg.l2) for cfg, lr in zip(cfgs, lrs)]
-    step = np.array([0.0 if u else lr for u, lr in zip(unfit, lrs)], dtype=dtype)
-    l2 = np.array([0.0 if u else cfg.l2 for u, cfg in zip(unfit, cfgs)], dtype=dtype)
-    shrink = np.array([min(float(a) * cfg.l1, top) for a, cfg in zip(step, cfgs)], dtype=dtype)
-    l1 = np.array([cfg.l1 > 0 for cfg in cfgs])
-    ended = [math.nan] * V
-    live = np.arange(V)  # variant of each group of K rows in the stack
-    W = np.zeros((V * K, d), dtype=dtype)
-    b = np.zeros(V * K, dtype=dtype)
-    per_row = None
-    for t in range(T + 1):
-        G = len(live)
-        snapshot = recs[live[0]].is_snapshot(t)  # one schedule: every live run is at t
-        outs, grad_W, grad_b = train_pass.run_groups(W, b, G, want_grad=t < T,
-                                                     want_records=snapshot, slots=live)
-        vals = [None] * G
-        if snapshot and len(val_pass.y):
-            vals = val_pass.run_groups(W, b, G, want_grad=False, want_records=True)[0]
-        keep = []
-        for g, v in enumerate(live):
-            rows = slice(g * K, (g + 1) * K)
-            if not recs[v].record(t, W[rows], b[rows], outs[g], vals[g]) or t == T:
-                ended[v] = time.perf_counter()
-            elif unfit[v]:
-                recs[v].stop(t + 1, unfit[v])
-                ended[v] = time.perf_counter()
-            else:
-                keep.append(g)
-        if not keep:
-            break
-        if len(keep) < G or per_row is None:
-            if len(keep) < G:
-                rows = (np.array(keep)[:, None] * K + np.arange(K)).ravel()
-                W, b, grad_W, grad_b = W[rows], b[rows], grad_W[rows], grad_b[rows]
-                live = live[keep]
-            # Each variant's step, L2 and shrink, repeated for its K rows of the stack.
-            per_row = {name: np.repeat(values[live], K)
-                       for name, values in (("step", step), ("l2", l2), ("shrink", shrink))}
-            any_l2, any_l1 = bool(l2[live].any()), bool(l1[live].any())
-        a = per_row["step"]
-        grad_W *= inv_n
-        grad_b *= inv_n
-        if any_l2:
-            grad_W += per_row["l2"][:, None] * W
-        W = W - a[:, None] * grad_W
-        b = b - a * grad_b
-        if any_l1:
-            W = np.sign(W) * np.maximum(np.abs(W) - per_row["shrink"][:, None], 0)
-        tick(t + 1)
-    return ended
-
-
 def _descend(rec: "Recorder", train_pass, cfg: TrainConfig, lr: float, tick: "_Ticker") -> None:
     """Gradient descent with step ``lr`` from zero weights, every iterate fed to ``rec``
-    until it has T or reports divergence.
-
-    On the compiled backend the steps between two snapshots run in compiled calls of
-    many steps each (:meth:`core.kernels.Pass.descend`), which take the same steps and
-    write the same history into ``rec``; each call is kept to about
-    :data:`STEPS_CALL_SECONDS` so progress is reported and a cancel is heard as often.
-    """
+    until it has T or reports divergence."""
     dtype = np.dtype(cfg.dtype)
     # A step or an L2 strength the run's dtype cannot hold makes every step overflow:
     # the run stops after iteration 0, saying which setting it was.
@@ -421,10 +193,7 @@ def _descend(rec: "Recorder", train_pass, cfg: TrainConfig, lr: float, tick: "_T
     l2 = dtype.type(0.0 if unfit else cfg.l2)
     # Any shrink beyond the dtype's range sets every weight to zero, as the largest does.
     shrink = dtype.type(min(float(a) * cfg.l1, float(np.finfo(dtype).max)))
-    many = getattr(train_pass, "descend", None) if COMPILED_STEPS else None
-    per_call = 8  # steps per compiled call, adjusted to STEPS_CALL_SECONDS as they are timed
-    t = 0
-    while True:
+    for t in range(rec.T + 1):
         out = train_pass.run(W, b, want_grad=t < rec.T, want_records=rec.is_snapshot(t))
         if not rec.record(t, W, b, out) or t == rec.T:
             return
@@ -440,36 +209,7 @@ def _descend(rec: "Recorder", train_pass, cfg: TrainConfig, lr: float, tick: "_T
         b = b - a * grad_b
         if cfg.l1:
             W = np.sign(W) * np.maximum(np.abs(W) - shrink, 0)
-        t += 1
-        tick(t)
-        if many is None or rec.is_snapshot(t) or t == rec.T:
-            continue
-        # W and b are this loop's own (not yet handed to rec): the call updates them.
-        end = rec.next_stop(t)
-        while t < end:
-            started = time.perf_counter()
-            stop = min(end, t + per_call)
-            reached, W_prev, b_prev = many(
-                W, b, t, stop, a, l2 if cfg.l2 else dtype.type(0.0),
-                shrink if cfg.l1 else dtype.type(0.0), (cfg.l2, cfg.l1),
-                DIVERGENCE_FACTOR * rec.loss0,
-                (rec.history["train_loss"], rec.history["train_acc"], rec.history["objective"]),
-                (rec.counting, rec.correct_prev, rec.forgets, rec.last_wrong))
-            if reached > t:
-                rec.recorded(reached, W_prev, b_prev)
-                seconds = (time.perf_counter() - started) / (reached - t)
-                per_call = max(1, int(STEPS_CALL_SECONDS / max(seconds, 1e-7)))
-            t = reached
-            tick(t)
-            if reached < stop:  # diverging: the step-by-step loop records why
-                break
-
-
-#: Seconds one compiled call of many gradient steps aims to take.
-STEPS_CALL_SECONDS = 0.05
-#: Whether gradient descent on the compiled backend runs the steps between snapshots in
-#: compiled calls of many steps (False: one compiled pass per step; for the benchmark).
-COMPILED_STEPS = True
+        tick(t + 1)
 
 
 def _replay(rec: "Recorder", train_pass, iterates) -> None:
@@ -557,23 +297,16 @@ class Recorder:
         Stop reason when all T iterations are reached.
     record : bool
         False keeps only iterations 0 and T and skips the per-example counts.
-    x_norm : (n,) float64, optional
-        ``||x_i||`` of the training rows when already computed (runs trained together
-        share it).
-    on_snapshot : callable, optional
-        ``on_snapshot(t, W, b, loss)`` after each snapshot is stored (see :func:`train`).
     """
 
     def __init__(self, passes: dict, X8: np.ndarray, n_classes: int, cfg: TrainConfig, T: int,
-                 lr: float, L: float, finished: str, record: bool = True,
-                 x_norm: np.ndarray | None = None,
-                 on_snapshot: Callable[[int, np.ndarray, np.ndarray, float], None] | None = None):
+                 lr: float, L: float, finished: str, record: bool = True):
         self.passes, self.cfg, self.T, self.lr, self.L = passes, cfg, T, lr, L
         self.y = passes["train"].y
         self.counting = record
         self.snaps = snapshot_schedule(T) if record else np.array(sorted({0, T}), dtype=np.int64)
         S, (n, d), dtype = len(self.snaps), X8.shape, np.dtype(cfg.dtype)
-        self.x_norm = row_norms(X8) if x_norm is None else x_norm
+        self.x_norm = np.sqrt(np.einsum("ij,ij->i", X8, X8, dtype=np.float64)) / 255.0
         self.snapshot_weights = np.zeros((S, n_classes, d), dtype=dtype)
         self.snapshot_biases = np.zeros((S, n_classes), dtype=dtype)
         self.snapshot_grad_norms = np.zeros((S, n), dtype=np.float32)
@@ -590,10 +323,8 @@ class Recorder:
         self.last_good = None  # (W, b) of the last recorded iterate
         self.done, self.diverged, self.stop_reason = T, False, finished
         self.acc = None  # residual sums of the training pass (see sum_residuals)
-        self.closed: tuple[int, np.ndarray] | None = None  # (S, snaps), set by finish
         self.edges = np.zeros(0, dtype=np.int64)
         self.residual_sums = np.zeros((0, n, n_classes), dtype=np.float32)
-        self.on_snapshot = on_snapshot
 
     def sum_residuals(self, acc: np.ndarray) -> None:
         """Store ``acc`` at the :func:`residual_edges`: the training pass's running sum
@@ -611,14 +342,13 @@ class Recorder:
         """Whether iterate ``t`` (the next to record) is stored with its per-example records."""
         return self.slot < len(self.snaps) and self.snaps[self.slot] == t
 
-    def record(self, t: int, W: np.ndarray, b: np.ndarray, out, val=None) -> bool:
+    def record(self, t: int, W: np.ndarray, b: np.ndarray, out) -> bool:
         """Record iterate ``t`` at weights ``W`` (K, d), ``b`` (K,) from its training pass.
 
-        ``out`` is the pass at (W, b), with records when :meth:`is_snapshot`; ``val``,
-        if given at a snapshot, the validation pass at (W, b) with records (else the
-        recorder runs it). ``W`` and ``b`` are kept by reference, so the caller must not
-        change them in place afterwards. Returns False, recording nothing, when the
-        objective is not finite or exceeds ``DIVERGENCE_FACTOR`` times its value at 0.
+        ``out`` is the pass at (W, b), with records when :meth:`is_snapshot`.
+        ``W`` and ``b`` are kept by reference, so the caller must not change them
+        in place afterwards. Returns False, recording nothing, when the objective
+        is not finite or exceeds ``DIVERGENCE_FACTOR`` times its value at 0.
         """
         loss = float(out.loss.mean(dtype=np.float64))
         obj = loss + self._penalty(W) if self.penalized else loss
@@ -638,9 +368,7 @@ class Recorder:
             self.last_wrong[~correct] = t
             self.correct_prev = correct
         if self.is_snapshot(t):
-            self._store(self.slot, W, b, out, val)
-            if self.on_snapshot is not None:
-                self._report(self.slot, t)
+            self._store(self.slot, W, b, out)
             self.slot += 1
         if self.acc is not None and t < self.T:
             # The pass at t has just added its residuals: the sum is now A_{t+1}.
@@ -650,71 +378,34 @@ class Recorder:
         self.last_good = (W, b)
         return True
 
-    def next_stop(self, t: int) -> int:
-        """The first iteration after ``t`` at which :meth:`record` keeps more than the
-        history: the next snapshot or residual edge (T at most)."""
-        stops = [self.T, int(self.snaps[self.slot]) if self.slot < len(self.snaps) else self.T]
-        if self.acc is not None:
-            later = self.edges[self.edges > t]
-            if len(later):
-                stops.append(int(later[0]))
-        return min(stops)
-
-    def recorded(self, t: int, W: np.ndarray, b: np.ndarray) -> None:
-        """Iterates up to ``t - 1`` were recorded outside :meth:`record` (the history and
-        counts written in place by a compiled loop); ``W``, ``b`` are iterate ``t - 1``'s.
-        Keeps what :meth:`record` keeps after it: the weights, and the residual sums when
-        ``t`` is an edge. No snapshot may lie among those iterates."""
-        self.last_good = (W, b)
-        if self.acc is not None and t - 1 < self.T:
-            edge = int(np.searchsorted(self.edges, t))
-            if edge < len(self.edges) and self.edges[edge] == t:
-                self.residual_sums[edge] = self.acc
-
     def stop(self, t: int, reason: str) -> None:
         """End the run before iterate ``t``, which cannot be computed, for ``reason``;
         it counts as diverged and keeps the weights of iterate ``t - 1``."""
         self.diverged, self.done, self.stop_reason = True, t - 1, reason
 
-    def finish(self) -> list[int]:
-        """Close the record and return the snapshot slots the test split is evaluated at.
-
-        A diverged run's bad step is dropped and its last good iterate becomes the final
-        snapshot. The test split is only reported: at the end and at the early-stopping
-        snapshot, never used to choose anything (and not evaluated at every snapshot, to
-        save time). Calling it again returns the same slots.
-        """
-        if self.closed is None:
-            S, snaps, done = self.slot, self.snaps, self.done
-            if self.diverged:
-                W, b = self.last_good
-                S = int((snaps[:S] < done).sum())
-                self._store(S, W, b, self.passes["train"].run(W, b, want_grad=False,
-                                                              want_records=True))
-                if self.on_snapshot is not None and done not in snaps[:self.slot]:
-                    self._report(S, done)
-                snaps = np.append(snaps[:S], done)
-                S += 1
-            self.closed = (S, snaps)
-        S = self.closed[0]
-        if not len(self.passes["test"].y):
-            return []
-        val_loss = self.snapshot_history["val_loss"][:S]
-        best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else S - 1
-        return sorted({best, S - 1})
-
-    def build(self, tested: dict | None = None, **identity) -> Run:
+    def build(self, **identity) -> Run:
         """The :class:`~core.run.Run` of what was recorded.
 
-        ``tested`` maps some of :meth:`finish`'s slots to the test pass (with records)
-        at that snapshot's weights, when already computed; the recorder runs the
-        others. ``identity`` holds the Run fields the recorder does not know (config,
+        ``identity`` holds the Run fields the recorder does not know (config,
         data, indices, step, timing, backend).
         """
-        for slot in self.finish():
-            self._evaluate("test", slot, self.snapshot_weights[slot],
-                           self.snapshot_biases[slot], (tested or {}).get(slot))
-        (S, snaps), done = self.closed, self.done
+        S, snaps, done = self.slot, self.snaps, self.done
+        if self.diverged:
+            # The bad step is dropped; the last good iterate becomes the final snapshot.
+            W, b = self.last_good
+            S = int((snaps[:S] < done).sum())
+            self._store(S, W, b, self.passes["train"].run(W, b, want_grad=False,
+                                                          want_records=True))
+            snaps = np.append(snaps[:S], done)
+            S += 1
+        # The test split is only reported: at the end and at the early-stopping snapshot,
+        # never used to choose anything (and not evaluated at every snapshot, to save time).
+        val_loss = self.snapshot_history["val_loss"][:S]
+        best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else S - 1
+        if len(self.passes["test"].y):
+            for slot in {best, S - 1}:
+                self._evaluate("test", slot, self.snapshot_weights[slot],
+                               self.snapshot_biases[slot])
         edges = self.edges <= done
         learned_at = np.where(self.last_wrong < done, self.last_wrong + 1, -1)
         learned_at[~self.correct_prev] = -1
@@ -736,31 +427,24 @@ class Recorder:
             residual_sums=self.residual_sums[edges].copy(),
         )
 
-    def _report(self, slot: int, t: int) -> None:
-        """Hand snapshot ``slot`` (iteration ``t``) to the ``on_snapshot`` hook, as copies."""
-        self.on_snapshot(t, self.snapshot_weights[slot].copy(),
-                         self.snapshot_biases[slot].copy(), float(self.history["train_loss"][t]))
-
     def _penalty(self, W: np.ndarray) -> float:
         cfg = self.cfg
         return 0.5 * cfg.l2 * float(np.vdot(W, W)) + cfg.l1 * float(np.abs(W).sum())
 
-    def _evaluate(self, split: str, slot: int, W: np.ndarray, b: np.ndarray, out=None):
-        """Mean loss and accuracy of ``split`` at (W, b) into snapshot ``slot``; the pass
-        (``out`` when it has been run already)."""
+    def _evaluate(self, split: str, slot: int, W: np.ndarray, b: np.ndarray):
+        """Mean loss and accuracy of ``split`` at (W, b) into snapshot ``slot``; the pass."""
         ps = self.passes[split]
-        if out is None:
-            out = ps.run(W, b, want_grad=False, want_records=True)
+        out = ps.run(W, b, want_grad=False, want_records=True)
         self.snapshot_history[f"{split}_loss"][slot] = float(out.loss.mean(dtype=np.float64))
         self.snapshot_history[f"{split}_acc"][slot] = float((out.pred == ps.y).mean())
         return out
 
-    def _store(self, slot: int, W: np.ndarray, b: np.ndarray, out, val=None) -> None:
+    def _store(self, slot: int, W: np.ndarray, b: np.ndarray, out) -> None:
         self.snapshot_weights[slot], self.snapshot_biases[slot] = W, b
         self.records["train"].store(slot, out)
         self.snapshot_grad_norms[slot] = out.resid * self.x_norm
         if len(self.passes["val"].y):
-            self.records["val"].store(slot, self._evaluate("val", slot, W, b, val))
+            self.records["val"].store(slot, self._evaluate("val", slot, W, b))
         self.snapshot_history["weight_norm"][slot] = float(np.linalg.norm(W))
         self.snapshot_history["coef_range"][slot] = float(W.max() - W.min())
 
@@ -776,29 +460,6 @@ class _Ticker:
         if self.progress is not None and time.perf_counter() - self.last >= self.interval:
             self.progress(done, self.total)
             self.last = time.perf_counter()
-
-
-def _prepare(ds: Dataset, cfg: TrainConfig, backend: str):
-    """The rows a run of ``cfg`` trains and is judged on: ``(train_idx, val_idx, X8,
-    passes)``, with ``X8`` (n, d) uint8 the training rows and ``passes`` the "train",
-    "val" and "test" passes (see :func:`core.objective.make_pass`)."""
-    dtype, K = np.dtype(cfg.dtype), ds.n_classes
-    keep, val_idx = stratified_split(ds.y_train, validation_size(ds, cfg.n_val), VALIDATION_SEED)
-    train_idx = keep[stratified_subset(ds.y_train[keep], cfg.n_train, cfg.seed)]
-    X8 = _flat(ds.x_train, train_idx)
-    passes = {
-        "train": make_pass(backend, X8, ds.y_train[train_idx], K, dtype, cfg.model),
-        "val": make_pass(backend, _flat(ds.x_train, val_idx), ds.y_train[val_idx], K, dtype,
-                         cfg.model),
-        "test": make_pass(backend, _flat(ds.x_test, np.arange(len(ds.y_test))), ds.y_test, K,
-                          dtype, cfg.model),
-    }
-    return train_idx, val_idx, X8, passes
-
-
-def row_norms(X8: np.ndarray) -> np.ndarray:
-    """``||x_i||`` (n,) float64 of the rows of ``X8`` (n, d) uint8 scaled to [0, 1]."""
-    return np.sqrt(np.einsum("ij,ij->i", X8, X8, dtype=np.float64)) / 255.0
 
 
 def _flat(images: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -7,11 +7,6 @@ import pytest
 
 from core.data import DEBIAN_DIR, FASHION_FILES
 
-# The server's background warm-up of the presets (core/warmup.py) would train minutes of
-# runs beside every test's own: off in tests (and the servers they start), except in the
-# tests of it, which turn it on themselves.
-os.environ.setdefault("WEIGHTSCOPE_WARM", "off")
-
 
 # --------------------------------------------------------------------------- real Fashion-MNIST data
 

@@ -297,7 +297,6 @@ def test_copied_link_reproduces_the_view():
     at = open_page("views/hardest_examples.py", **SMALL, t=20, split="val", order="easiest")
     at.selectbox(key="ws_v/Hardest_examples/ex").set_value(4).run()
     link = next(c.value for c in at.sidebar.code)
-    at.run()  # the pick reran the page's part alone; the whole page, to compare below
     from urllib.parse import parse_qsl, urlsplit
 
     parts = urlsplit(link)

@@ -23,8 +23,8 @@ import core.runs
 from core.config import TrainConfig
 from core.data import load_digits_dataset
 from core.run import FORMAT_VERSION, Run, run_from_arrays, run_to_arrays
-from core.runs import Job, RunStore, run_key
-from core.trainer import TrainingCancelled, train
+from core.runs import RunStore, run_key
+from core.trainer import TrainingCancelled
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_no_more_than_max_jobs_train_at_once(digits, monkeypatch, max_jobs):
     lock, release = threading.Lock(), threading.Event()
     active, peak, started = [0], [0], []
 
-    def held_train(ds, cfg, progress=None, backend=None, on_snapshot=None):
+    def held_train(ds, cfg, progress=None):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
@@ -630,51 +630,3 @@ def test_the_loader_refuses_an_oversized_member_without_reading_it(
     finally:
         tracemalloc.stop()
     assert peak < 20 << 20, f"{peak / 2**20:.0f} MB allocated to refuse the file"
-
-
-def test_compared_runs_train_together_once_and_equal_their_own_training(digits, server_log):
-    """request_many starts the runs that can train together as one joint training (one log
-    line), each with its own job; a session asking for one of them alone joins that job;
-    each finished run equals the same config trained on its own (to float32 rounding)."""
-    from core.settings import OVERFITTING_VARIANTS
-
-    store = RunStore()
-    cfgs = [CFG.replace(**pen) for _, pen in OVERFITTING_VARIANTS]
-    got = store.request_many(digits, cfgs, watcher="s1")
-    assert all(isinstance(g, Job) for g in got) and store.trainings == 4
-    assert store.request(digits, cfgs[2], watcher="s2") is got[2]
-    assert all(g.wait(120) for g in got) and not any(g.error for g in got)
-    assert len(server_log("started together")) == 1
-    assert not server_log("started:"), "a run trained on its own"
-    for cfg, job in zip(cfgs, got):
-        alone = train(digits, cfg, backend="numpy")
-        assert job.run.config == cfg
-        np.testing.assert_allclose(job.run.snapshot_weights, alone.snapshot_weights,
-                                   rtol=0, atol=2e-5 * np.abs(alone.snapshot_weights).max())
-    again = store.request_many(digits, cfgs)
-    assert all(r is j.run for r, j in zip(again, got)) and store.trainings == 4
-
-
-def test_a_joint_training_stops_when_nobody_waits_for_any_of_its_runs(digits):
-    store = RunStore()
-    long = CFG.replace(iterations=100_000)
-    cfgs = [long, long.replace(l2=0.01), long.replace(l1=0.001)]
-    got = store.request_many(digits, cfgs, watcher="s1")
-    store.leave(got[0].key, "s1")
-    assert not got[1].wait(0.3), "it stopped while others still waited"
-    for g in got[1:]:
-        store.leave(g.key, "s1")
-    assert all(g.wait(60) for g in got)
-    assert all(isinstance(g.error, TrainingCancelled) for g in got)
-
-
-def test_a_job_keeps_its_latest_snapshot_and_losses_for_the_live_view(digits):
-    store = RunStore()
-    job = store.request(digits, CFG.replace(iterations=40))
-    assert job.wait(60)
-    t, W, b = job.latest
-    assert t == job.run.iterations_done
-    assert np.array_equal(W.reshape(job.run.weights(t).shape), job.run.weights(t))
-    its, losses = job.losses
-    assert list(its) == [int(s) for s in job.run.snapshot_iterations]
-    np.testing.assert_allclose(losses, job.run.history["train_loss"][list(its)], rtol=1e-6)

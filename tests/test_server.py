@@ -45,7 +45,7 @@ import pytest
 
 from tests.test_browser import (  # noqa: F401 - chromium and browser are fixtures
     CHROMIUM_ARGS, WIDTH, Server, assert_images_loaded, assert_no_errors,
-    browser, chromium, input_value, texts, url_params, wait_for_log, wait_idle)
+    browser, chromium, input_value, texts, url_params, wait_idle)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / ".streamlit" / "config.toml"
@@ -616,6 +616,20 @@ def queued_key(server: Server, **want: str) -> str | None:
     return None
 
 
+def wait_for_log(server: Server, needle: str, timeout: float) -> float:
+    """Seconds until ``needle`` appears in the server log; fails after ``timeout``."""
+    t0 = time.monotonic()
+    while needle not in server.log_tail(1 << 20):
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"no {needle!r} in the server log within {timeout:.0f} s:\n"
+                        f"{server.log_tail()}", pytrace=False)
+        if server.proc.poll() is not None:
+            pytest.fail(f"the server exited:\n{server.log_tail()}", pytrace=False)
+        # The log is a file another process writes: nothing to wait on but its content.
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
 def open_training(browser, server: Server, params: dict[str, str], wait_text: str):
     """A new tab on Trajectory for ``params``, once its progress bar says ``wait_text``."""
     ctx = browser.new_context(viewport={"width": WIDTH, "height": 900})
@@ -814,40 +828,3 @@ def test_a_link_over_the_memory_bound_is_refused_and_trains_nothing(
             assert "queued: TrainConfig(model='softmax', n_train=300, iterations=60" not in log
         finally:
             ctx.close()
-
-
-# --------------------------------------------------------------------------- warm-up
-
-@pytest.mark.browser
-def test_home_opens_from_the_warm_up_without_a_viewer_training(chromium, fashion_dir, browser,
-                                                               tmp_path, monkeypatch):
-    """WEIGHTSCOPE_WARM=default: once the first page is opened, the server trains Home's
-    default run in the background (after warming the kernel up) and keeps it; the next
-    visitor's Home shows it without any training of its own, and the log says the run was
-    trained as background work."""
-    from core.runs import run_key
-    from core.settings import DEFAULT
-    from core.data import load_dataset
-
-    monkeypatch.setenv("WEIGHTSCOPE_WARM", "default")
-    key = run_key(load_dataset("fashion-mnist", data_dir=fashion_dir).fingerprint,
-                  DEFAULT.config())
-    with Server(tmp_path) as server:
-        first = browser.new_context(viewport={"width": WIDTH, "height": 900}).new_page()
-        first.goto(f"{server.url}/?{urlencode({'n': '20', 'T': '2'})}")  # a tiny run
-        wait_for_log(server, f"training {key} queued (background)", 120)
-        wait_for_log(server, "warm-up: 0 presets ready", 300)
-        first.context.close()
-        ctx = browser.new_context(viewport={"width": WIDTH, "height": 900})
-        pg = ctx.new_page()
-        pg.goto(server.url)
-        pg.locator("[data-testid='stMetricValue']").first.wait_for()
-        wait_idle(pg)
-        assert pg.locator("[data-testid='stProgress']").count() == 0
-        log = server.log_tail(1 << 20)
-        queued = re.findall(rf"training {key} queued(.*?):", log)
-        assert queued == [" (background)"], queued  # trained once, by the warm-up
-        assert f"training {key} finished" in log
-        assert "kernel warm-up: the compiled kernel is ready" in log
-        assert_no_errors(pg, server)
-        ctx.close()

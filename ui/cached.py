@@ -118,15 +118,3 @@ def max_margin(run: Run, ds: Dataset):
     return task_store().get(f"{analysis.subset_key(run)}/max-margin",
                             lambda task: analysis.max_margin(run, ds, check=task.check),
                             label=f"max-margin limit ({run.config.n_train:,} images)")
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _chart_specs(run_id: str, name: str, _build) -> dict[str, dict]:
-    return _build()
-
-
-def chart_specs(run: Run, name: str, build) -> dict[str, dict]:
-    """The Vega-Lite dicts ``build()`` makes for ``run`` (:func:`core.charts.spec`), built
-    once per run and chart set ``name``: a step's run then only moves their rules
-    (:func:`core.charts.rule_at`) instead of building every chart again."""
-    return _chart_specs(run_id(run), name, build)

@@ -6,7 +6,6 @@ Functions here draw; they compute nothing a page needs beyond the colour scale t
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Sequence
 
@@ -146,9 +145,8 @@ def chart_grid(items: Sequence[tuple[object, str]], *, pickable: bool = False) -
     return picked
 
 
-def chart(ch, file_stem: str, *, pickable: bool = False, downloads: bool = True) -> int | None:
-    """An Altair chart (or its :func:`core.charts.spec`) across its column, with PNG and
-    SVG downloads made on click.
+def chart(ch, file_stem: str, *, pickable: bool = False) -> int | None:
+    """An Altair chart across its column, with PNG and SVG downloads made on click.
 
     With ``pickable`` (a chart made with ``charts.curves(pickable=True)``), a click on
     the chart reruns the page and this returns the iteration clicked, once: the chart
@@ -156,26 +154,20 @@ def chart(ch, file_stem: str, *, pickable: bool = False, downloads: bool = True)
     """
     from core import charts
     picked = None
-    # A Vega-Lite dict (charts.spec, built once per run) is sent as it is; an Altair chart
-    # is converted and validated first, which takes most of a run's time on chart pages.
-    draw_chart = (functools.partial(st.vega_lite_chart, spec=ch) if isinstance(ch, dict)
-                  else functools.partial(st.altair_chart, ch))
     if pickable:
         key = f"ws_pick/{file_stem}"
-        event = draw_chart(width="stretch", on_select="rerun", selection_mode=charts.PICK,
-                           key=key)
+        event = st.altair_chart(ch, width="stretch", on_select="rerun",
+                                selection_mode=charts.PICK, key=key)
         points = (event.selection.get(charts.PICK) or []) if event else []
         value = points[0].get("iteration") if points else None
         if value is not None and st.session_state.get(key + "/seen") != value:
             picked = int(value)
         st.session_state[key + "/seen"] = value
     else:
-        draw_chart(width="stretch")
-    formats = charts.export_formats() if downloads else ()
+        st.altair_chart(ch, width="stretch")
+    formats = charts.export_formats()
     if not formats:
-        if downloads:
-            st.caption("Chart downloads need vl-convert-python (pip install "
-                       "vl-convert-python).")
+        st.caption("Chart downloads need vl-convert-python (pip install vl-convert-python).")
         return picked
     makers = {"PNG": (lambda: charts.to_png(ch), "image/png"),
               "SVG": (lambda: charts.to_svg(ch), "image/svg+xml")}

@@ -9,8 +9,6 @@ the URL or the sidebar itself.
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -20,20 +18,17 @@ import streamlit as st
 from core.settings import Settings, from_params, has_settings, to_params
 from core.config import TrainConfig, format_number
 from core.data import Dataset
-from core.env import log
 from core.run import Run, nearest_iteration
 from ui import draw, sidebar, url
 from ui.draw import md
-from ui.resources import available_datasets, dataset, preset_warmer, why_unavailable
+from ui.resources import available_datasets, dataset, why_unavailable
 # PageStopped and stop are the frame's to offer: app.py catches one, pages call the other.
-from ui.training import PageStopped, get_run, get_runs, show_run_status, stop  # noqa: F401
+from ui.training import PageStopped, get_run, show_run_status, stop  # noqa: F401
 from ui.uploads import take_upload, upload_messages, upload_ui
 
 SETTINGS_KEY = "ws_settings"  # the last good settings of this session
 NAV_KEY = "ws_nav"  # the parameters the drawn page links carry, by page path
 FRAME_KEY = "ws_frame"  # the open frame, for the page script of this run
-PART_KEY = "ws_part"  # the fragment key of a page's part (Frame.part)
-LINKS_KEY = "ws_link_box"  # the fragment key of the copy-link box
 
 
 @dataclass(frozen=True)
@@ -119,86 +114,6 @@ class Frame:
     #: so a control that a stopped run did not draw comes back where it was.
     view: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)  # of the controls drawn this run
-    started: float = 0.0  # perf_counter at the start of this full run
-    #: Set by :func:`close_frame`: a later run of this frame's code is a fragment's alone.
-    closed: bool = False
-    has_part: bool = False  # the page drew its part (:meth:`part`)
-    in_part: bool = False  # the part's body is running
-    #: View values whose controls are drawn in the part: their change reruns the part only.
-    part_controls: set = field(default_factory=set)
-
-    def part(self, body: Callable[[], None], name: str = "view") -> None:
-        """Draw ``body``, the part of the page that its view controls change, as a
-        fragment: a control inside it reruns ``body`` alone, not the page above it, the
-        sidebar or the run lookup; its callback (see :meth:`choice`) writes the address
-        bar and reruns the copy-link box's fragment with the part. In a full run it is
-        drawn as ordinary page code. :func:`stop` inside it ends the part.
-
-        Pages keep everything a part needs that is costly (runs, analyses) computed
-        before it, in the full run: a fragment run reuses them (the closure's values).
-        The page links in the sidebar are redrawn by full runs only: after a change in a
-        part, the current page's own link keeps its view of the last full run.
-        """
-        if self.has_part:
-            raise RuntimeError("A page draws at most one part (one fragment key).")
-        self.has_part = True
-
-        @st.fragment(key=PART_KEY)
-        def _part():
-            again = self.closed  # a fragment run: the frame was closed by the last full run
-            started = time.perf_counter()
-            if again:
-                self.from_browser = False  # a click in the part, never a link
-            self.in_part = True
-            try:
-                body()
-            except PageStopped:
-                pass
-            finally:
-                self.in_part = False
-            if again:
-                log_run(self.spec.name, f"part {name}", started)
-
-        _part()
-
-    def _changed(self, name: str) -> None:
-        """Callback of view control ``name``: its value goes into the address bar now (in
-        the callback, which Streamlit sends at once; written in a fragment's body it
-        reached the browser a run late). A control of the page's part then reruns the
-        part and the copy-link box alone (``st.rerun`` with their fragment keys); any
-        other control reruns the page as usual."""
-        value = st.session_state.get(self.widget_key(name))
-        text = _text(value)
-        if text == self.defaults.get(name):
-            self.view.pop(name, None)
-        else:
-            self.view[name] = text
-        st.session_state[f"ws_view/{self.spec.name}"] = (
-            to_params(self.settings, self.ds.fingerprint), dict(self.view))
-        url.write(self.spec.path, self.params())
-        if self.closed and name in self.part_controls:
-            st.rerun([PART_KEY, LINKS_KEY])
-
-    def refresh_links(self, redraw: bool = False) -> None:
-        """Fill the copy-link box (a fragment a part's control reruns with the part) and
-        redraw the page links when they changed (``redraw``: also when not)."""
-        ss = st.session_state
-        ss[f"ws_view/{self.spec.name}"] = (to_params(self.settings, self.ds.fingerprint),
-                                           dict(self.view))
-
-        @st.fragment(key=LINKS_KEY)
-        def _link_box():
-            frame = ss.get(FRAME_KEY, self)  # the last full run's, with the view since
-            st.caption("Link to this view (settings, step, class, example); the copy icon "
-                       "puts it on the clipboard.")
-            st.code(frame.link(), language=None, wrap_lines=True)
-
-        with self.link_box.container():
-            _link_box()
-        links = {p.path: self.link_params(p.path) for p in PAGES}
-        if redraw or links != ss.get(NAV_KEY):
-            ss[NAV_KEY] = links
-            _draw_nav(self.nav_box, links)
 
     @property
     def config(self) -> TrainConfig:
@@ -217,17 +132,6 @@ class Frame:
         run = get_run(ds, config or self.config, label=label, persist=not upload)
         show_run_status(run)
         return run
-
-    def runs(self, configs: dict[str, TrainConfig]) -> dict[str, Run]:
-        """The finished runs for ``configs`` (by label) on the sidebar's data, those not
-        trained yet trained together where they can (one pass over the images per step,
-        one progress bar); stops the page with a message when they cannot be had."""
-        upload = self.settings.dataset == "upload"
-        got = get_runs(self.ds, list(configs.values()), labels=list(configs),
-                       persist=not upload)
-        for run in got:
-            show_run_status(run)
-        return dict(zip(configs, got))
 
     def choice(self, widget: Callable, label: str, name: str, default, options: Sequence, *,
                cast: Callable = int, **kwargs):
@@ -258,11 +162,6 @@ class Frame:
         if value not in options:
             value = _nearest(value, options, default)
         ss[key] = value
-        if self.in_part:
-            self.part_controls.add(name)
-        if widget is not None:
-            kwargs.setdefault("on_change", self._changed)
-            kwargs.setdefault("args", (name,))
         chosen = value if widget is None else widget(label, options, key=key, **kwargs)
         text, default_text = _text(chosen), _text(default)
         if widget is not None:
@@ -383,8 +282,6 @@ def current() -> Frame:
 def open_frame(nav) -> Frame:
     """Work out settings and data, draw the sidebar; stop with a message when a link asks
     for data this session cannot show."""
-    started = time.perf_counter()
-    preset_warmer()  # the first page anyone opens starts the server's warm-up (once)
     ss = st.session_state
     spec = BY_PATH.get(nav.url_path, PAGES[0])
     st.set_page_config(page_title=f"{spec.heading} · Weightscope", page_icon="🧥",
@@ -454,7 +351,7 @@ def open_frame(nav) -> Frame:
     ss[SETTINGS_KEY] = settings
     link_box = st.sidebar.expander("Copy link to this view", icon=":material/link:").empty()
     frame = Frame(spec=spec, ds=ds, settings=settings, from_browser=browser, url_params=params,
-                  nav_box=nav_box, link_box=link_box, view=view, started=started)
+                  nav_box=nav_box, link_box=link_box, view=view)
     ss[FRAME_KEY] = frame
     if ds.is_fallback or ds.name == "digits":
         # Where Fashion-MNIST is missing, its stand-in's source says why and how to get it.
@@ -468,22 +365,19 @@ def open_frame(nav) -> Frame:
 def close_frame(frame: Frame) -> None:
     """After the page (also when it stopped early): write the URL once, fill the copy-link
     box, and refresh the page links when the settings or a view changed."""
-    url.write(frame.spec.path, frame.params())
-    frame.refresh_links()
-    frame.closed = True
-    log_run(frame.spec.name, "full", frame.started)
-
-
-#: ``WEIGHTSCOPE_LOG_RUNS=1`` logs every script run's server time: "run of Trajectory:
-#: full, 512 ms" for the whole page, "part t" for a fragment's run alone (the benchmark and
-#: the browser tests count and time them; operators can see what a click costs).
-LOG_RUNS = os.environ.get("WEIGHTSCOPE_LOG_RUNS", "").strip() == "1"
-
-
-def log_run(page: str, kind: str, started: float) -> None:
-    """Log one run's server time (with :data:`LOG_RUNS`)."""
-    if LOG_RUNS:
-        log.info("run of %s: %s, %.0f ms", page, kind, 1000 * (time.perf_counter() - started))
+    ss = st.session_state
+    spec = frame.spec
+    ss[f"ws_view/{spec.name}"] = (to_params(frame.settings, frame.ds.fingerprint),
+                                  dict(frame.view))
+    url.write(spec.path, frame.params())
+    with frame.link_box.container():
+        st.caption("Link to this view (settings, step, class, example); the copy icon "
+                   "puts it on the clipboard.")
+        st.code(frame.link(), language=None, wrap_lines=True)
+    links = {p.path: frame.link_params(p.path) for p in PAGES}
+    if links != ss.get(NAV_KEY):
+        ss[NAV_KEY] = links
+        _draw_nav(frame.nav_box, links)
 
 
 def _draw_nav(box, links: dict[str, dict[str, str]]) -> None:

@@ -1,8 +1,7 @@
 """Play/Pause over a page's stored steps, and the page part that follows the step.
 
-While paused, the part that shows the step is a fragment too (:meth:`ui.frame.Frame.part`):
-a notch of the slider reruns only the part, and the address bar, the copy-link box and
-the page links follow; a click on a chart reruns the page. While
+While paused, the part that shows the step is ordinary page code: moving the slider or
+clicking a chart reruns the page, and the frame writes the address bar once. While
 playing, the same part runs as a fragment that Streamlit reruns every
 :data:`TICK_SECONDS`: each tick shows the next stored step, and nothing else on the page
 (sidebar, explanation, the parts that do not depend on the step) is rerun or resent.
@@ -87,9 +86,8 @@ def button(page, name: str, steps: Sequence[int], container=None) -> None:
 
 
 def part(page, name: str, steps: Sequence[int], body: Callable[[], None]) -> None:
-    """Draw ``body`` (the part of the page that shows step ``name``): while paused as a
-    fragment that its controls rerun (:meth:`ui.frame.Frame.part`), while playing as a
-    fragment rerun every :data:`TICK_SECONDS`, each tick moving
+    """Draw ``body`` (the part of the page that shows step ``name``): inline while paused,
+    as a fragment rerun every :data:`TICK_SECONDS` while playing, each tick moving
     ``name`` to the next of ``steps`` first. At the last step playing stops.
 
     A run the browser started (a link, Back, another page) pauses: a link shows its step.
@@ -106,13 +104,7 @@ def part(page, name: str, steps: Sequence[int], body: Callable[[], None]) -> Non
             log.info("played %s on %s: %d ticks, median %.0f ms, slowest %.0f ms a tick",
                      name, page.spec.name, len(ticks), 1000 * statistics.median(ticks),
                      1000 * max(ticks))
-
-        def still():
-            if ss.pop(key + "/changed", False):
-                st.rerun()  # Play, Presentation: the whole page follows
-            body()
-
-        page.part(still, name)  # a notch of the slider reruns only the part
+        body()
         return
     steps = list(steps)
     ss[key + "/full"] = True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import env, warmup
+from core import env
 from core.settings import DATASETS, operator_folders
 from core.data import Dataset, digits_instead, load_dataset, user_cache_dir
 from core.runs import RunStore
@@ -105,38 +105,12 @@ def why_unavailable(name: str) -> str:
 
 @st.cache_resource
 def run_store() -> RunStore:
-    """The process-wide store of finished and running trainings. Its runs train on numpy
-    until the compiled kernel, warmed up in the background from here on, is ready."""
+    """The process-wide store of finished and running trainings."""
     disk = os.environ.get("WEIGHTSCOPE_RUN_CACHE")
     disk_dir = None if disk == "off" else Path(disk) if disk else user_cache_dir() / "runs"
     return RunStore(max_bytes=env.CACHE_MB.value() << 20, disk_dir=disk_dir,
                     max_jobs=env.MAX_JOBS.value(),
-                    max_disk_bytes=env.DISK_MB.value() << 20,
-                    backend=warmup.shared().backend)
-
-
-@st.cache_resource
-def preset_warmer() -> "warmup.PresetWarmer | None":
-    """The server's background warm-up of the presets' runs (started at the first page
-    anyone opens; None with WEIGHTSCOPE_WARM=off). Home's default run goes first;
-    WEIGHTSCOPE_WARM=default warms that one only."""
-    mode = warmup.warm_mode()
-    if mode == "off":
-        env.log.info("warm-up of the presets is off (WEIGHTSCOPE_WARM=off)")
-        return None
-    from core.settings import DEFAULT, PRESETS
-
-    def items():
-        if mode == "default":
-            return []
-        fashion = _bundled("fashion-mnist")
-        return [(p, _bundled(p.settings.dataset)) for p in PRESETS
-                if not (p.settings.dataset == "fashion-mnist" and fashion.is_fallback)]
-
-    def first():
-        return [(_bundled(DEFAULT.dataset), DEFAULT.config())]
-
-    return warmup.PresetWarmer(run_store(), items, warmup.shared(), first=first).start()
+                    max_disk_bytes=env.DISK_MB.value() << 20)
 
 
 #: The most runs one page holds at once: the Overfitting page's four penalties.

@@ -152,92 +152,85 @@ for k, r in runs.items():  # once per data set: both sides may lack a validation
 common = sorted(set().union(*(one_two_five(r.iterations_done) for r in runs.values()))
                 .intersection(*({int(t) for t in r.snapshot_iterations} for r in runs.values())))
 common = [t for t in common if t >= 1]
+t = page.choice(
+    st.select_slider, "Step shown on both sides (1, 2, 5, 10, ...: the steps both runs kept)",
+    "t", common[-1], common, format_func=lambda v: f"{v:,}",
+    help="Every run keeps snapshots at 1, 2, 5, 10, 20, 50, ... steps (L-BFGS: iterations) "
+         "and at its last one; this control offers those both runs have.")
+
+st.subheader(f"Weight images at step {t:,}")
+weights = {k: r.weights(t) for k, r in runs.items()}
+vmax = max(render.symmetric_limit(w) for w in weights.values())
+shapes = {w.shape for w in weights.values()}
+class_names = page.ds.class_names if "A" in runs else ds_b.class_names
+if len(shapes) == 1:
+    draw.weight_images(np.stack(list(weights.values())), col_labels=class_names,
+                       row_labels=[f"{k} " for k in weights], vmax=vmax,
+                       scale=draw.pick_scale(next(iter(shapes))[-2:]),
+                       file_name=f"compare-step-{t}.png")
+else:  # two data sets of different image sizes or classes: two grids, one scale
+    for k, w in weights.items():
+        draw.weight_images(w, col_labels=sides[k][1].class_names, vmax=vmax,
+                           caption=label_of[k], legend=k == list(weights)[-1],
+                           scale=draw.pick_scale(w.shape[-2:]),
+                           file_name=f"compare-{k}-step-{t}.png")
+st.caption(
+    f"Rows: {'; '.join(label_of[k] for k in runs)}. Both on one colour scale, ±{vmax:.3g}: the "
+    f"larger of the two runs' own scales (the {render.SCALE_PERCENTILE:g}th percentile of "
+    "|weight|), so a paler row has smaller weights, not a different scale.")
 
 
-def view_t() -> None:
-    """Everything the step changes: a notch reruns only this."""
-    t = page.choice(
-        st.select_slider, "Step shown on both sides (1, 2, 5, 10, ...: the steps both runs kept)",
-        "t", common[-1], common, format_func=lambda v: f"{v:,}",
-        help="Every run keeps snapshots at 1, 2, 5, 10, 20, 50, ... steps (L-BFGS: iterations) "
-             "and at its last one; this control offers those both runs have.")
-
-    st.subheader(f"Weight images at step {t:,}")
-    weights = {k: r.weights(t) for k, r in runs.items()}
-    vmax = max(render.symmetric_limit(w) for w in weights.values())
-    shapes = {w.shape for w in weights.values()}
-    class_names = page.ds.class_names if "A" in runs else ds_b.class_names
-    if len(shapes) == 1:
-        draw.weight_images(np.stack(list(weights.values())), col_labels=class_names,
-                           row_labels=[f"{k} " for k in weights], vmax=vmax,
-                           scale=draw.pick_scale(next(iter(shapes))[-2:]),
-                           file_name=f"compare-step-{t}.png")
-    else:  # two data sets of different image sizes or classes: two grids, one scale
-        for k, w in weights.items():
-            draw.weight_images(w, col_labels=sides[k][1].class_names, vmax=vmax,
-                               caption=label_of[k], legend=k == list(weights)[-1],
-                               scale=draw.pick_scale(w.shape[-2:]),
-                               file_name=f"compare-{k}-step-{t}.png")
-    st.caption(
-        f"Rows: {'; '.join(label_of[k] for k in runs)}. Both on one colour scale, ±{vmax:.3g}: the "
-        f"larger of the two runs' own scales (the {render.SCALE_PERCENTILE:g}th percentile of "
-        "|weight|), so a paler row has smaller weights, not a different scale.")
+def numbers(run, ds) -> dict[str, float]:
+    slot = run.slot(t)
+    traj = cached.trajectory(run, ds)
+    return {"Train accuracy": float(run.history["train_acc"][t]),
+            "Validation accuracy": float(run.snapshot_history["val_acc"][slot]),
+            "Validation loss": float(run.snapshot_history["val_loss"][slot]),
+            "Roughness": float(traj["roughness_mean"][slot]),
+            "Similarity to step 1": float(traj["similarity_mean"][slot])}
 
 
-    def numbers(run, ds) -> dict[str, float]:
-        slot = run.slot(t)
-        traj = cached.trajectory(run, ds)
-        return {"Train accuracy": float(run.history["train_acc"][t]),
-                "Validation accuracy": float(run.snapshot_history["val_acc"][slot]),
-                "Validation loss": float(run.snapshot_history["val_loss"][slot]),
-                "Roughness": float(traj["roughness_mean"][slot]),
-                "Similarity to step 1": float(traj["similarity_mean"][slot])}
+st.subheader(f"Key numbers at step {t:,}")
+got = {k: numbers(r, sides[k][1]) for k, r in runs.items()}
+rows = []
+for what in next(iter(got.values())):
+    row = {"number": what, **{k: got[k][what] if k in got else math.nan for k in sides}}
+    row["B − A"] = row["B"] - row["A"]
+    rows.append(row)
+table = pd.DataFrame(rows).set_index("number")
 
 
-    st.subheader(f"Key numbers at step {t:,}")
-    got = {k: numbers(r, sides[k][1]) for k, r in runs.items()}
-    rows = []
-    for what in next(iter(got.values())):
-        row = {"number": what, **{k: got[k][what] if k in got else math.nan for k in sides}}
-        row["B − A"] = row["B"] - row["A"]
-        rows.append(row)
-    table = pd.DataFrame(rows).set_index("number")
+def shown(v: float, sign: str = "") -> str:
+    return f"{v:{sign}.3f}" if math.isfinite(v) else "none"
 
 
-    def shown(v: float, sign: str = "") -> str:
-        return f"{v:{sign}.3f}" if math.isfinite(v) else "none"
+st.table(pd.DataFrame({k: [shown(v, "+" if k == "B − A" else "") for v in table[k]]
+                       for k in table.columns}, index=table.index))
+st.caption(
+    "Validation: images held out of training. Roughness: how speckled the weight images "
+    "are (total variation over L1 norm, mean over classes; about 0.5 for a smooth "
+    "silhouette). Similarity to step 1: mean over classes of the correlation with the "
+    "images after the first step (1: unchanged). \"none\": that side has no number (not "
+    "trained, or no validation images).")
+draw.download("Numbers CSV", lambda: table.to_csv(), f"compare-step-{t}.csv", "text/csv")
 
-
-    st.table(pd.DataFrame({k: [shown(v, "+" if k == "B − A" else "") for v in table[k]]
-                           for k in table.columns}, index=table.index))
-    st.caption(
-        "Validation: images held out of training. Roughness: how speckled the weight images "
-        "are (total variation over L1 norm, mean over classes; about 0.5 for a smooth "
-        "silhouette). Similarity to step 1: mean over classes of the correlation with the "
-        "images after the first step (1: unchanged). \"none\": that side has no number (not "
-        "trained, or no validation images).")
-    draw.download("Numbers CSV", lambda: table.to_csv(), f"compare-step-{t}.csv", "text/csv")
-
-    st.subheader("Validation loss and accuracy of both runs")
-    loss = charts.frame({f"{label_of[k]}": (r.snapshot_iterations, r.snapshot_history["val_loss"])
-                         for k, r in runs.items()})
-    acc = charts.frame({f"{label_of[k]}": (r.snapshot_iterations, r.snapshot_history["val_acc"])
-                        for k, r in runs.items()})
-    picked = draw.chart_grid((
-        (charts.curves(loss, y_title="validation loss (nats)", selected=t,
-                       title="Validation loss", pickable=True), "compare-val-loss"),
-        (charts.curves(acc, y_title="validation accuracy (fraction correct)", selected=t,
-                       title="Validation accuracy", pickable=True), "compare-val-accuracy"),
-    ), pickable=True)
-    if picked is not None and picked != t:
-        page.select("t", picked)  # a click on a chart picks the nearest common step
-    st.caption(
-        "Loss in nats (natural-log units): the mean of −log p(true class) on the validation "
-        f"images; a uniform guess over the {page.ds.n_classes} classes scores "
-        f"{np.log(page.ds.n_classes):.2f}. The vertical line marks the step shown above; steps "
-        "run along the bottom on a log scale."
-        + (" One-vs-rest's loss adds one yes-or-no loss per class, so it is not on softmax's "
-           "scale: compare the two models by their accuracies." if A.model != B.model else ""))
-
-
-page.part(view_t, 't')
+st.subheader("Validation loss and accuracy of both runs")
+loss = charts.frame({f"{label_of[k]}": (r.snapshot_iterations, r.snapshot_history["val_loss"])
+                     for k, r in runs.items()})
+acc = charts.frame({f"{label_of[k]}": (r.snapshot_iterations, r.snapshot_history["val_acc"])
+                    for k, r in runs.items()})
+picked = draw.chart_grid((
+    (charts.curves(loss, y_title="validation loss (nats)", selected=t,
+                   title="Validation loss", pickable=True), "compare-val-loss"),
+    (charts.curves(acc, y_title="validation accuracy (fraction correct)", selected=t,
+                   title="Validation accuracy", pickable=True), "compare-val-accuracy"),
+), pickable=True)
+if picked is not None and picked != t:
+    page.select("t", picked)  # a click on a chart picks the nearest common step
+st.caption(
+    "Loss in nats (natural-log units): the mean of −log p(true class) on the validation "
+    f"images; a uniform guess over the {page.ds.n_classes} classes scores "
+    f"{np.log(page.ds.n_classes):.2f}. The vertical line marks the step shown above; steps "
+    "run along the bottom on a log scale."
+    + (" One-vs-rest's loss adds one yes-or-no loss per class, so it is not on softmax's "
+       "scale: compare the two models by their accuracies." if A.model != B.model else ""))

@@ -132,36 +132,29 @@ proof["corr(step 1, class mean)"] = [f"{v:.3f}" for v in metrics.similarity(W1, 
 st.dataframe(proof, hide_index=True)
 
 st.subheader("Typical examples")
-
-
-def view_cls() -> None:
-    """The chosen class's images: a pick reruns only this."""
-    cls = page.choice(st.selectbox, "Class", "cls", 0, range(K),
-                      format_func=lambda k: ds.class_names[k])
-    members = np.flatnonzero(y == cls)
-    template = fs["contrasts"][cls]
-    x = ds.x_train[run.train_indices][members].reshape(len(members), -1) / 255.0
-    corr = metrics.similarity(x, np.broadcast_to(template, x.shape))
-    order = np.argsort(-corr, kind="stable")
-    images = ds.x_train[run.train_indices][members]
-    st.markdown(
-        f"The {draw.md(ds.class_names[cls])} images of the training subset that correlate most and "
-        "least "
-        f"with the class's contrast image: its mean minus the mean of all images (the softmax "
-        f"step-1 image on balanced data). Typical images match it; the least typical ones are "
-        f"the examples the later steps will have to work hardest on.")
-    left, right = st.columns([1, 4])
-    with left:
-        draw.weight_images(template.reshape(1, *ds.image_shape), col_labels=["mean - all"],
-                           scale=scale + 1, legend=False, file_name=f"contrast-class-{cls}.png")
-    with right:
-        draw.thumbnails(images[order[:10]], [f"r={corr[i]:.2f}" for i in order[:10]],
-                        scale=max(2, scale - 1),
-                        caption="Most typical (r: correlation with the image on the left)",
-                        file_name=f"most-typical-class-{cls}.png")
-        draw.thumbnails(images[order[::-1][:10]], [f"r={corr[i]:.2f}" for i in order[::-1][:10]],
-                        scale=max(2, scale - 1), caption="Least typical",
-                        file_name=f"least-typical-class-{cls}.png")
-
-
-page.part(view_cls, 'cls')
+cls = page.choice(st.selectbox, "Class", "cls", 0, range(K),
+                  format_func=lambda k: ds.class_names[k])
+members = np.flatnonzero(y == cls)
+template = fs["contrasts"][cls]
+x = ds.x_train[run.train_indices][members].reshape(len(members), -1) / 255.0
+corr = metrics.similarity(x, np.broadcast_to(template, x.shape))
+order = np.argsort(-corr, kind="stable")
+images = ds.x_train[run.train_indices][members]
+st.markdown(
+    f"The {draw.md(ds.class_names[cls])} images of the training subset that correlate most and "
+    "least "
+    f"with the class's contrast image: its mean minus the mean of all images (the softmax "
+    f"step-1 image on balanced data). Typical images match it; the least typical ones are "
+    f"the examples the later steps will have to work hardest on.")
+left, right = st.columns([1, 4])
+with left:
+    draw.weight_images(template.reshape(1, *ds.image_shape), col_labels=["mean - all"],
+                       scale=scale + 1, legend=False, file_name=f"contrast-class-{cls}.png")
+with right:
+    draw.thumbnails(images[order[:10]], [f"r={corr[i]:.2f}" for i in order[:10]],
+                    scale=max(2, scale - 1),
+                    caption="Most typical (r: correlation with the image on the left)",
+                    file_name=f"most-typical-class-{cls}.png")
+    draw.thumbnails(images[order[::-1][:10]], [f"r={corr[i]:.2f}" for i in order[::-1][:10]],
+                    scale=max(2, scale - 1), caption="Least typical",
+                    file_name=f"least-typical-class-{cls}.png")

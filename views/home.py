@@ -49,24 +49,15 @@ for col, spec in zip(cols, frame.PAGES[1:]):
 st.subheader("Presets")
 st.caption("Each preset is a link: open it, bookmark it, or send it to a colleague.")
 offered = resources.available_datasets()
-warmer = resources.preset_warmer()
 for preset in PRESETS:
     if preset.settings.dataset not in offered:
         continue
-    preset_ds = resources.dataset(preset.settings.dataset)
     left, right = st.columns([1, 2])
     left.page_link(frame.page_object(preset.page), label=f"**{preset.title}**",
                    icon=":material/play_arrow:",
-                   query_params=to_params(preset.settings, preset_ds.fingerprint))
+                   query_params=to_params(preset.settings,
+                                          resources.dataset(preset.settings.dataset).fingerprint))
     right.markdown(preset.blurb)
-    if warmer is not None:
-        # The server trains the presets in the background after start-up (WEIGHTSCOPE_WARM).
-        if warmer.ready(preset, preset_ds):
-            left.caption(":material/check_circle: ready: opens at once")
-        elif warmer.current == preset.title:
-            left.caption(":material/hourglass_top: being prepared in the background")
-        elif warmer.state in ("waiting", "warming"):
-            left.caption("prepared in the background after the presets above")
 
 st.subheader("The current run")
 run = page.run(label="the current settings")

@@ -79,71 +79,65 @@ if len(shares) >= 2:
         f"and **{report.percent(shares[-1])}** in steps "
         f"{edges[-2] + 1:,}-{edges[-1]:,}: the weights are left to the hard ones.")
 
+t = page.choice(st.select_slider, "Step (stored snapshots, log-spaced)", "t", its[-1], its,
+                format_func=lambda v: f"{v:,}", help="The weight images below show this step.")
+st.subheader(f"The weights at step {t:,} and their limit")
+draw.weight_rows([(f"step {t:,} (cosine {cos[run.slot(t)]:.2f})", run.weights(t)),
+                  ("max-margin limit", mm.weights)], ds.class_names,
+                 scale=draw.pick_scale(ds.image_shape, 56), file_name=f"limit-step-{t}.png",
+                 caption="Each row on its own scale, ± the value in its label: "
+                         "the limit is a direction, so only its shape matters.")
 
-def view_t() -> None:
-    """Everything the step changes: a notch reruns only this."""
-    t = page.choice(st.select_slider, "Step (stored snapshots, log-spaced)", "t", its[-1], its,
-                    format_func=lambda v: f"{v:,}", help="The weight images below show this step.")
-    st.subheader(f"The weights at step {t:,} and their limit")
-    draw.weight_rows([(f"step {t:,} (cosine {cos[run.slot(t)]:.2f})", run.weights(t)),
-                      ("max-margin limit", mm.weights)], ds.class_names,
-                     scale=draw.pick_scale(ds.image_shape, 56), file_name=f"limit-step-{t}.png",
-                     caption="Each row on its own scale, ± the value in its label: "
-                             "the limit is a direction, so only its shape matters.")
+snaps = run.snapshot_iterations
+items = [
+    (charts.curves(charts.frame({"cosine to the limit": (snaps, cos)}),
+                   y_title="cosine of [W, b] with the limit", selected=t,
+                   title="Turning toward the limit"), "cosine-to-limit"),
+    (charts.curves(charts.frame({"||[W, b]||": (snaps, norms)}), y_title="norm of the weights",
+                   selected=t, title="Size of the weights (log t is a straight line here)"),
+     "weight-norm"),
+]
+if len(shares):
+    mids = np.sqrt(np.maximum(edges[:-1], 1) * edges[1:])
+    items.append((charts.lines(charts.long_frame(mids, {"not support vectors": shares}),
+                               x_title="step (window middle, log scale)",
+                               y_title="share of the window's pull", log_x=True, points=True,
+                               title="Who pulls: typical images fall silent"), "pull-shares"))
+draw.chart_grid(items)
 
-    snaps = run.snapshot_iterations
-    items = [
-        (charts.curves(charts.frame({"cosine to the limit": (snaps, cos)}),
-                       y_title="cosine of [W, b] with the limit", selected=t,
-                       title="Turning toward the limit"), "cosine-to-limit"),
-        (charts.curves(charts.frame({"||[W, b]||": (snaps, norms)}), y_title="norm of the weights",
-                       selected=t, title="Size of the weights (log t is a straight line here)"),
-         "weight-norm"),
-    ]
-    if len(shares):
-        mids = np.sqrt(np.maximum(edges[:-1], 1) * edges[1:])
-        items.append((charts.lines(charts.long_frame(mids, {"not support vectors": shares}),
-                                   x_title="step (window middle, log scale)",
-                                   y_title="share of the window's pull", log_x=True, points=True,
-                                   title="Who pulls: typical images fall silent"), "pull-shares"))
-    draw.chart_grid(items)
+if len(shares):
+    table = pd.DataFrame({
+        "window_from": edges[:-1] + 1, "window_to": edges[1:],
+        "share_not_support": shares,
+        "share_support": 1 - shares,
+    })
+    st.dataframe(table, hide_index=True, column_config={
+        "window_from": st.column_config.NumberColumn("from step", format="localized"),
+        "window_to": st.column_config.NumberColumn("to step", format="localized"),
+        "share_not_support": st.column_config.NumberColumn("not support vectors",
+                                                           format="percent"),
+        "share_support": st.column_config.NumberColumn("support vectors", format="percent"),
+    })
+    st.caption(
+        "An image's pull in a window is the size of its summed residual p − e_y over the "
+        "window's steps: its coefficient in the window's change of the weights (which is the "
+        "sum of coefficient × image). The shares add these sizes; the images' contributions "
+        "partly cancel, so this is not the size of a part of the weight change.")
+    draw.download("Pull shares CSV", table.to_csv(index=False), "pull-shares.csv", "text/csv")
 
-    if len(shares):
-        table = pd.DataFrame({
-            "window_from": edges[:-1] + 1, "window_to": edges[1:],
-            "share_not_support": shares,
-            "share_support": 1 - shares,
-        })
-        st.dataframe(table, hide_index=True, column_config={
-            "window_from": st.column_config.NumberColumn("from step", format="localized"),
-            "window_to": st.column_config.NumberColumn("to step", format="localized"),
-            "share_not_support": st.column_config.NumberColumn("not support vectors",
-                                                               format="percent"),
-            "share_support": st.column_config.NumberColumn("support vectors", format="percent"),
-        })
-        st.caption(
-            "An image's pull in a window is the size of its summed residual p − e_y over the "
-            "window's steps: its coefficient in the window's change of the weights (which is the "
-            "sum of coefficient × image). The shares add these sizes; the images' contributions "
-            "partly cancel, so this is not the size of a part of the weight change.")
-        draw.download("Pull shares CSV", table.to_csv(index=False), "pull-shares.csv", "text/csv")
-
-        st.subheader("Who pulled")
-        x = ds.x_train[run.train_indices]
-        y = ds.y_train[run.train_indices]
-        groups = (
-            (~mm.support, pulls[0], "early-pullers.png",
-             f"Not support vectors that pulled hardest in steps {edges[0] + 1:,}-{edges[1]:,}, with "
-             "their margin under the limit (above 1: sorted with room to spare, so they stop "
-             "pulling)."),
-            (mm.support, pulls[-1], "late-pullers.png",
-             f"Support vectors that pulled hardest in steps {edges[-2] + 1:,}-{edges[-1]:,}, with "
-             "their margin (1: on the edge of the gap): the hard images the limit is made of."),
-        )
-        for members, pull, file_name, caption in groups:
-            top = np.argsort(-np.where(members, pull, -1.0))[:10]
-            draw.thumbnails(x[top], [f"{ds.class_names[y[i]]}\n{mm.margin[i]:.2f}" for i in top],
-                            scale=3, caption=caption, file_name=file_name)
-
-
-page.part(view_t, 't')
+    st.subheader("Who pulled")
+    x = ds.x_train[run.train_indices]
+    y = ds.y_train[run.train_indices]
+    groups = (
+        (~mm.support, pulls[0], "early-pullers.png",
+         f"Not support vectors that pulled hardest in steps {edges[0] + 1:,}-{edges[1]:,}, with "
+         "their margin under the limit (above 1: sorted with room to spare, so they stop "
+         "pulling)."),
+        (mm.support, pulls[-1], "late-pullers.png",
+         f"Support vectors that pulled hardest in steps {edges[-2] + 1:,}-{edges[-1]:,}, with "
+         "their margin (1: on the edge of the gap): the hard images the limit is made of."),
+    )
+    for members, pull, file_name, caption in groups:
+        top = np.argsort(-np.where(members, pull, -1.0))[:10]
+        draw.thumbnails(x[top], [f"{ds.class_names[y[i]]}\n{mm.margin[i]:.2f}" for i in top],
+                        scale=3, caption=caption, file_name=file_name)

@@ -7,9 +7,17 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, metrics, report
-from core.settings import OVERFITTING_VARIANTS as VARIANTS, PRESETS, to_params
+from core.settings import PRESETS, to_params
 from core.trainer import one_two_five
 from ui import draw, frame, resources, uploads
+
+#: The runs compared, each with the penalty this page sets itself.
+VARIANTS = (
+    ("no penalty", {"l2": 0.0, "l1": 0.0}),
+    ("L2 0.001", {"l2": 0.001, "l1": 0.0}),
+    ("L2 0.01", {"l2": 0.01, "l1": 0.0}),
+    ("L1 0.0003", {"l2": 0.0, "l1": 0.0003}),
+)
 
 page = frame.current()
 ds = page.ds
@@ -46,15 +54,13 @@ if over:
     st.error(f"None of this page's {len(wanted)} runs is trained: each is like the "
              "sidebar's, penalty aside. " + " ".join(sorted(over)))
     frame.stop()
-missing = [label for label, c in wanted.items() if not resources.run_store().has(ds, c)]
+missing = [label for label, c in wanted.items() if resources.run_store().cached(ds, c) is None]
 note = st.empty()  # says what is being trained, then that it was (not "to train" any more)
 if missing:
-    together = (" together: one pass over the training images per step serves them all"
-                if len(missing) > 1 and cfg.optimizer == "gd" else "")
     note.caption(f"First visit with these settings: {len(missing)} run(s) to train "
-                 f"({', '.join(missing)}){together}. They are kept, so the next visit is "
-                 "instant.")
-runs = page.runs(wanted)  # the ones not trained yet train together, one pass per step
+                 f"({', '.join(missing)}), each as long as the sidebar's. They are kept, so "
+                 "the next visit is instant.")
+runs = {label: page.run(c, label=label) for label, c in wanted.items()}
 if missing:
     note.caption(f"Trained {len(missing)} run(s) for this page ({', '.join(missing)}); they "
                  "are kept, so the next visit is instant.")
@@ -96,8 +102,8 @@ elif np.isfinite(base.snapshot_history["val_loss"]).any():
 else:
     uploads.no_validation(base, ds)  # so nothing shows where overfitting begins
 
-finals = {label: run.weights(run.iterations_done) for label, run in runs.items()}
-finals["early stopping"] = base.weights(best)
+images = {label: run.weights(run.iterations_done) for label, run in runs.items()}
+images["early stopping"] = base.weights(best)
 a = base.learning_rate  # NaN for L-BFGS, which has no step size
 rows = [report.regularization_row(label, run, run.iterations_done, step_size=a)
         for label, run in runs.items()]
@@ -141,53 +147,45 @@ st.caption(" ".join(notes))
 st.subheader("Validation curves")
 # The runs differ late: from step 1 on, the early descent fills the plot and the curves
 # look alike. By default the charts start a decade or so before the early-stopping step.
+last = base.iterations_done
+starts = [s for s in one_two_five(last) if s < last] or [1]
+zoom = max([s for s in starts if s <= max(1, best // 5)], default=1)
+start = page.choice(
+    st.select_slider, "Curves from step", "from", zoom, starts, format_func=lambda v: f"{v:,}",
+    help="Where the curves begin. The default starts at about a fifth of the early-stopping "
+         "step, where the runs part; move it to 1 to see the whole run.")
+loss = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_loss"])
+                     for label, run in runs.items()})
+acc = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_acc"])
+                    for label, run in runs.items()})
+gap = charts.frame({
+    label: (run.snapshot_iterations,
+            run.history["train_acc"][run.snapshot_iterations] - run.snapshot_history["val_acc"])
+    for label, run in runs.items()})
+draw.chart_grid((
+    (charts.curves(loss, y_title="validation loss (nats)", selected=best, start=start,
+                   title="Validation loss (rule: early-stopping step)"), "validation-loss"),
+    (charts.curves(acc, y_title="validation accuracy (fraction)", selected=best, start=start,
+                   title="Validation accuracy"), "validation-accuracy"),
+    (charts.curves(gap, y_title="train - validation accuracy", selected=best, start=start,
+                   title="Generalisation gap"), "generalisation-gap"),
+))
+st.caption("Loss in nats (natural-log units): the mean of −log p(true class) over the "
+           f"validation images; a uniform guess over the {ds.n_classes} classes scores "
+           f"log {ds.n_classes} ≈ {np.log(ds.n_classes):.2f}. The generalisation gap is "
+           "training minus validation accuracy: how much better the run does on the images "
+           "it was trained on.")
 
-
-def view_curves_and_images() -> None:
-    """The curves' start and the step each run is shown at: a change reruns only this."""
-    last = base.iterations_done
-    starts = [s for s in one_two_five(last) if s < last] or [1]
-    zoom = max([s for s in starts if s <= max(1, best // 5)], default=1)
-    start = page.choice(
-        st.select_slider, "Curves from step", "from", zoom, starts, format_func=lambda v: f"{v:,}",
-        help="Where the curves begin. The default starts at about a fifth of the early-stopping "
-             "step, where the runs part; move it to 1 to see the whole run.")
-    loss = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_loss"])
-                         for label, run in runs.items()})
-    acc = charts.frame({label: (run.snapshot_iterations, run.snapshot_history["val_acc"])
-                        for label, run in runs.items()})
-    gap = charts.frame({
-        label: (run.snapshot_iterations,
-                run.history["train_acc"][run.snapshot_iterations] - run.snapshot_history["val_acc"])
-        for label, run in runs.items()})
-    draw.chart_grid((
-        (charts.curves(loss, y_title="validation loss (nats)", selected=best, start=start,
-                       title="Validation loss (rule: early-stopping step)"), "validation-loss"),
-        (charts.curves(acc, y_title="validation accuracy (fraction)", selected=best, start=start,
-                       title="Validation accuracy"), "validation-accuracy"),
-        (charts.curves(gap, y_title="train - validation accuracy", selected=best, start=start,
-                       title="Generalisation gap"), "generalisation-gap"),
-    ))
-    st.caption("Loss in nats (natural-log units): the mean of −log p(true class) over the "
-               f"validation images; a uniform guess over the {ds.n_classes} classes scores "
-               f"log {ds.n_classes} ≈ {np.log(ds.n_classes):.2f}. The generalisation gap is "
-               "training minus validation accuracy: how much better the run does on the images "
-               "it was trained on.")
-
-    st.subheader("Weight images")
-    show = page.choice(st.radio, "Show each run at", "show", "final step",
-                       ["final step", "its best validation step"], cast=str, horizontal=True)
-    steps = {label: run.iterations_done for label, run in runs.items()}
-    steps["early stopping"] = best
-    images = dict(finals)  # a fresh copy each run of the part: "best" must not stick
-    if show == "its best validation step":
-        for label, run in runs.items():
-            steps[label] = run.best_iteration()
-            images[label] = run.weights(steps[label])
-    labels = list(images)
-    scale = draw.pick_scale(ds.image_shape, 56)
-    draw.weight_rows([(f"{k} @ {steps[k]:,}", images[k]) for k in labels], ds.class_names,
-                     scale=scale, file_name="weights-by-regularization.png")
-
-
-page.part(view_curves_and_images, "from-show")
+st.subheader("Weight images")
+show = page.choice(st.radio, "Show each run at", "show", "final step",
+                   ["final step", "its best validation step"], cast=str, horizontal=True)
+steps = {label: run.iterations_done for label, run in runs.items()}
+steps["early stopping"] = best
+if show == "its best validation step":
+    for label, run in runs.items():
+        steps[label] = run.best_iteration()
+        images[label] = run.weights(steps[label])
+labels = list(images)
+scale = draw.pick_scale(ds.image_shape, 56)
+draw.weight_rows([(f"{k} @ {steps[k]:,}", images[k]) for k in labels], ds.class_names,
+                 scale=scale, file_name="weights-by-regularization.png")

@@ -49,39 +49,6 @@ if not present:
             icon=":material/info:")
 
 step_word = "Iteration" if run.config.optimizer == "lbfgs" else "Step"
-
-
-def chart_specs() -> dict[str, dict]:
-    """The five charts of the numbers over training, without the selected step's rule."""
-    loss = charts.frame(charts.train_val_series(run, "loss"))
-    acc = charts.frame(charts.train_val_series(run, "acc"))
-    snaps = run.snapshot_iterations
-    shape = charts.frame({
-        "similarity to step 1": (snaps, traj["similarity_mean"]),
-        "roughness": (snaps, traj["roughness_mean"]),
-    })
-    pull = charts.frame({"top 10 % gradient share": (snaps, traj["concentration"])})
-    # The accuracy axis fits the last two decades of steps: the late changes of a point or
-    # two (validation accuracy turning down) would be a flat line on a 0-1 axis.
-    acc_from = max(1, run.iterations_done // 100)
-    crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
-    return {name: charts.spec(chart) for chart, name in (
-        (charts.curves(loss, y_title="mean loss (nats)", title="Loss", pickable=True), "loss"),
-        (charts.curves(acc, y_title="accuracy (fraction correct)",
-                       title=f"Accuracy (axis fit to steps from {acc_from:,})",
-                       fit_from=acc_from, pickable=True), "accuracy"),
-        (charts.curves(shape, y_title="value (unitless)", title="Shape of the weight images",
-                       pickable=True), "weight-image-shape"),
-        (charts.curves(pull, y_title="share of the summed gradient norm",
-                       title="Who pulls on the weights", pickable=True),
-         "gradient-concentration"),
-        (charts.curves(crange, y_title="coefficient range (weight units)",
-                       title="Coefficient range", log_y=True, pickable=True),
-         "coefficient-range"),
-    )}
-
-
-specs = {} if present else cached.chart_specs(run, "trajectory", chart_specs)
 scale = draw.pick_scale(ds.image_shape)
 
 
@@ -149,8 +116,33 @@ def step_part():
                        file_name=f"weights-step-{t}.png")
 
     st.subheader("What the numbers do")
-    picked = draw.chart_grid([(charts.rule_at(spec, t), name) for name, spec in specs.items()],
-                             pickable=True)
+    sel = t
+    loss = charts.frame(charts.train_val_series(run, "loss"))
+    acc = charts.frame(charts.train_val_series(run, "acc"))
+    snaps = run.snapshot_iterations
+    shape = charts.frame({
+        "similarity to step 1": (snaps, traj["similarity_mean"]),
+        "roughness": (snaps, traj["roughness_mean"]),
+    })
+    pull = charts.frame({"top 10 % gradient share": (snaps, traj["concentration"])})
+    # The accuracy axis fits the last two decades of steps: the late changes of a point or
+    # two (validation accuracy turning down) would be a flat line on a 0-1 axis.
+    acc_from = max(1, run.iterations_done // 100)
+    crange = charts.frame({"max - min of all weights": (snaps, traj["coef_range"])})
+    picked = draw.chart_grid((
+        (charts.curves(loss, y_title="mean loss (nats)", selected=sel, title="Loss",
+                       pickable=True), "loss"),
+        (charts.curves(acc, y_title="accuracy (fraction correct)", selected=sel,
+                       title=f"Accuracy (axis fit to steps from {acc_from:,})", fit_from=acc_from,
+                       pickable=True),
+         "accuracy"),
+        (charts.curves(shape, y_title="value (unitless)", selected=sel,
+                       title="Shape of the weight images", pickable=True), "weight-image-shape"),
+        (charts.curves(pull, y_title="share of the summed gradient norm", selected=sel,
+                       title="Who pulls on the weights", pickable=True), "gradient-concentration"),
+        (charts.curves(crange, y_title="coefficient range (weight units)", selected=sel,
+                       title="Coefficient range", log_y=True, pickable=True), "coefficient-range"),
+    ), pickable=True)
     if picked is not None and picked != t:
         play.pause(page, "t")  # the viewer takes over
         page.select("t", picked)  # a click on a chart picks the step nearest to it
